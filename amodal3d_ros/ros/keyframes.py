@@ -1,0 +1,175 @@
+"""Sparse keyframe selection for a live camera stream (no ROS imports).
+
+A frame becomes a keyframe when it adds information over every keyframe kept so far:
+- posed frames: the camera moved beyond ``min_translation`` (m) or ``min_rotation`` (deg) from
+  every keyframe, or (with depth) at least ``min_new_area`` of its valid depth pixels were not
+  seen by any keyframe (outside their images, hidden in them, or in front of what they saw: the
+  scene changed);
+- unposed frames (poses estimated later by the pipeline): the image changed by at least
+  ``min_image_change`` (mean absolute difference of small grey thumbnails, 0..1).
+Frames closer than ``min_interval`` seconds to the newest keyframe are skipped. The set is
+bounded by ``max_keyframes``: when full, the oldest keyframe is evicted (a sliding window that
+follows the camera).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from amodal3d_ros.scene import Frame
+
+
+@dataclass
+class KeyframeParams:
+    max_keyframes: int = 8
+    min_translation: float = 0.05  # m
+    min_rotation: float = 10.0  # deg
+    min_new_area: float = 0.15  # fraction of valid depth pixels
+    min_image_change: float = 0.03  # unposed: mean abs grey difference of thumbnails, 0..1
+    min_interval: float = 0.0  # s between keyframes
+    depth_tolerance: float = 0.02  # m (grows with z: max(tol, 0.03 z))
+    stride: int = 8  # pixel stride of the new-area test
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.max_keyframes < 1:
+            errors.append(f"keyframes.max must be >= 1, got {self.max_keyframes}")
+        for name in ("min_translation", "min_rotation", "min_new_area", "min_image_change", "min_interval"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                errors.append(f"keyframes.{name} must be a finite value >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_new_area <= 1:
+            errors.append(f"keyframes.min_new_area must be in [0, 1], got {self.min_new_area}")
+        if not 0 <= self.min_image_change <= 1:
+            errors.append(f"keyframes.min_image_change must be in [0, 1], got {self.min_image_change}")
+        return errors
+
+
+@dataclass
+class Keyframe:
+    frame: Frame
+    frame_id: str  # the camera's optical frame name
+    seq: int  # increasing number, never reused (counts all keyframes ever accepted)
+    thumb: np.ndarray = field(repr=False, default=None)
+
+
+def _thumbnail(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def pose_change(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
+    """(translation m, rotation deg) between two camera poses."""
+    d = np.linalg.inv(T_a) @ T_b
+    cos = np.clip((np.trace(d[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.linalg.norm(d[:3, 3])), float(np.degrees(np.arccos(cos)))
+
+
+def new_area_fraction(frame: Frame, keyframes: list[Frame], stride: int = 8, tolerance: float = 0.02) -> float:
+    """Share of ``frame``'s valid depth pixels that no keyframe saw (posed frames with depth)."""
+    if frame.depth is None or frame.T_world_camera is None:
+        return 1.0
+    d = frame.depth[::stride, ::stride]
+    vs, us = np.nonzero(d > 0)
+    if len(us) == 0:
+        return 0.0
+    z = d[vs, us].astype(np.float64)
+    u, v = us * stride, vs * stride
+    K = frame.K
+    pc = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z, np.ones_like(z)])
+    pw = frame.T_world_camera @ pc
+    seen = np.zeros(len(z), dtype=bool)
+    for kf in keyframes:
+        if kf.T_world_camera is None or kf.depth is None:
+            continue
+        pk = np.linalg.inv(kf.T_world_camera) @ pw
+        zk = pk[2]
+        ok = zk > 1e-6
+        uk = np.full(len(z), -1, dtype=np.int64)
+        vk = np.full(len(z), -1, dtype=np.int64)
+        uk[ok] = np.round(kf.K[0, 0] * pk[0, ok] / zk[ok] + kf.K[0, 2]).astype(np.int64)
+        vk[ok] = np.round(kf.K[1, 1] * pk[1, ok] / zk[ok] + kf.K[1, 2]).astype(np.int64)
+        ok &= (uk >= 0) & (uk < kf.width) & (vk >= 0) & (vk < kf.height)
+        dk = np.zeros(len(z))
+        dk[ok] = kf.depth[vk[ok], uk[ok]]
+        tol = np.maximum(tolerance, 0.03 * np.abs(zk))
+        seen |= ok & (dk > 0) & (np.abs(zk - dk) <= tol)
+    return float(1.0 - seen.mean())
+
+
+class KeyframeSelector:
+    def __init__(self, params: Optional[KeyframeParams] = None):
+        self.params = params or KeyframeParams()
+        errors = self.params.validate()
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.keyframes: list[Keyframe] = []
+        self.accepted_total = 0
+        self.evicted_total = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    @property
+    def full(self) -> bool:
+        return len(self.keyframes) >= self.params.max_keyframes
+
+    def snapshot(self) -> list[Keyframe]:
+        with self._lock:
+            return list(self.keyframes)
+
+    def reset(self) -> int:
+        with self._lock:
+            n = len(self.keyframes)
+            self.keyframes.clear()
+            return n
+
+    def evaluate(self, frame: Frame) -> tuple[bool, str]:
+        """Would ``frame`` be a keyframe? (accept, reason); does not change the set."""
+        with self._lock:
+            return self._evaluate(frame, list(self.keyframes), _thumbnail(frame.rgb))
+
+    def consider(self, frame: Frame, frame_id: str = "") -> tuple[bool, str]:
+        """Add ``frame`` if it adds information; returns (accepted, reason)."""
+        thumb = _thumbnail(frame.rgb)
+        with self._lock:
+            ok, reason = self._evaluate(frame, list(self.keyframes), thumb)
+            if ok:
+                self.keyframes.append(Keyframe(frame=frame, frame_id=frame_id, seq=self.accepted_total, thumb=thumb))
+                self.accepted_total += 1
+                while len(self.keyframes) > self.params.max_keyframes:
+                    self.keyframes.pop(0)
+                    self.evicted_total += 1
+            return ok, reason
+
+    def _evaluate(self, frame: Frame, kfs: list[Keyframe], thumb: np.ndarray) -> tuple[bool, str]:
+        p = self.params
+        if not kfs:
+            return True, "first keyframe"
+        newest = kfs[-1].frame
+        if frame.stamp - newest.stamp < p.min_interval:
+            return False, f"{frame.stamp - newest.stamp:.3f} s after the newest keyframe (< {p.min_interval} s)"
+        posed = frame.T_world_camera is not None and all(k.frame.T_world_camera is not None for k in kfs)
+        if posed:
+            changes = [pose_change(k.frame.T_world_camera, frame.T_world_camera) for k in kfs]
+            dt = min(c[0] for c in changes)
+            dr = min(c[1] for c in changes)
+            # Nearest keyframe in a combined metric decides whether the camera moved "enough".
+            moved = all(c[0] >= p.min_translation or c[1] >= p.min_rotation for c in changes)
+            if moved:
+                return True, f"camera moved (>= {dt:.3f} m or >= {dr:.1f} deg from every keyframe)"
+            if frame.depth is not None:
+                area = new_area_fraction(frame, [k.frame for k in kfs], p.stride, p.depth_tolerance)
+                if area >= p.min_new_area:
+                    return True, f"{area:.0%} newly seen area"
+                return False, f"little new: moved {dt:.3f} m / {dr:.1f} deg, {area:.0%} new area"
+            return False, f"little new: moved {dt:.3f} m / {dr:.1f} deg"
+        change = min(float(np.mean(np.abs(thumb - k.thumb))) for k in kfs)
+        if change >= p.min_image_change:
+            return True, f"image changed by {change:.3f}"
+        return False, f"image changed by only {change:.3f} (< {p.min_image_change})"

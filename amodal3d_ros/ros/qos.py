@@ -1,0 +1,44 @@
+"""QoS profiles shared by the node, the player and the recorder (so that they always match).
+
+- Camera streams (rgb/image, rgb/camera_info, depth/image): best effort, keep last N (default 5),
+  volatile -- the sensor-data profile. A best-effort reader matches both best-effort and reliable
+  camera drivers, and under load we prefer dropping a stale frame over back-pressure on the
+  driver. The player publishes with the same profile.
+- Camera poses (camera_pose): best effort as well (matches any odometry / mocap publisher), but
+  a deeper history (50) since poses are tiny and each one is needed to place a keyframe.
+- Prompts (prompt, from RViz's "Publish Point"): reliable, keep last 10, volatile -- RViz
+  publishes reliable and a click must not be lost.
+- Results (~/objects, ~/completed_cloud, ~/markers, ~/debug/segmentation): reliable, keep last 1,
+  transient local ("latched"): results are rare and expensive; a late subscriber (RViz, the
+  recorder, a grasp planner started later) still gets the latest one. Volatile reliable readers
+  (RViz's default) are compatible.
+- /diagnostics: reliable, keep last 10, volatile (what diagnostic_aggregator expects).
+"""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+
+def camera_qos(depth: int = 5) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def pose_qos(depth: int = 50) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def prompt_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def diagnostics_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
