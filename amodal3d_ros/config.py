@@ -28,7 +28,7 @@ class SegmentConfig:
     depth_edge: float = 0.012  # m, depth jump (at 1 m, grows with z^2) that separates objects
     min_object_pixels: int = 150  # smaller segments are noise
     max_object_size: float = 0.5  # m, larger clusters are not graspable objects
-    association_distance: float = 0.01  # m, points of one object seen from two views
+    association_distance: float = 0.015  # m, depth agreement of one object seen from two views
 
 
 @dataclass
@@ -51,7 +51,7 @@ class FuseConfig:
 
 @dataclass
 class CompleteConfig:
-    method: str = "learned"  # "learned", "extrusion", "hull", "visible"
+    method: str = "hull"  # "learned", "extrusion", "hull", "visible"
     weights: str = ""  # empty: the shipped model
     resolution: int = 64  # occupancy queries along each axis at meshing time
     threshold: float = 0.5

@@ -1,0 +1,21 @@
+"""Amodal completion: evidence grid in, occupancy of the whole object out."""
+from __future__ import annotations
+
+from ..config import CompleteConfig
+from .base import Completer, constrain, observed_occupancy, resample
+from .classical import CLASSICAL
+
+__all__ = ["Completer", "constrain", "make_completer", "observed_occupancy", "resample", "METHODS"]
+
+METHODS = ("learned", *CLASSICAL)
+
+
+def make_completer(config: CompleteConfig, device: str = "cpu") -> Completer:
+    """The completer named by ``config.method`` (learned models load their weights here)."""
+    if config.method in CLASSICAL:
+        return CLASSICAL[config.method]()
+    if config.method == "learned":
+        from .learned import LearnedCompleter
+
+        return LearnedCompleter(config.weights or None, device=device)
+    raise ValueError(f"unknown completion method '{config.method}' (choose from {', '.join(METHODS)})")

@@ -1,0 +1,57 @@
+"""The completion interface and the hard evidence constraints every completer obeys.
+
+A completer turns an object's evidence grid into occupancy probabilities on a grid of the same
+bounds at any resolution. ``constrain`` then enforces what was observed: the measured surface
+keeps its sub-voxel position (from the signed distances), and seen-through space, the space under
+the support and other objects stay empty, whatever the completer predicted.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..fuse import EvidenceGrid
+
+
+class Completer(Protocol):
+    name: str
+
+    def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:
+        """(R, R, R) occupancy probabilities over the evidence grid's bounds."""
+
+    def certainty(self) -> float:
+        """0..1: how far to trust the predicted hidden parts (used in per-object confidence)."""
+
+
+def resample(volume: np.ndarray, resolution: int, mode: str = "trilinear") -> np.ndarray:
+    """Resample an (N, N, N) volume over the same bounds to (R, R, R), cell centres aligned."""
+    if volume.shape[0] == resolution:
+        return volume
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(t, size=(resolution,) * 3, mode=mode, **kwargs)[0, 0].numpy()
+
+
+def observed_occupancy(evidence: EvidenceGrid, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Occupancy implied by the measured surface (0.5 on it) and where that is defined, at R."""
+    p = np.clip(0.5 - 0.5 * evidence.sdf, 0.0, 1.0)
+    defined = (evidence.observed > 0).astype(np.float32)
+    # Interpolate p only from observed cells so unobserved neighbours do not blur the surface.
+    p_r = resample(p * defined, resolution)
+    w_r = resample(defined, resolution)
+    ok = w_r > 0.25
+    return np.where(ok, p_r / np.maximum(w_r, 1e-6), 0.0), ok
+
+
+def constrain(probability: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
+    """Apply the observations to a predicted (R, R, R) occupancy."""
+    r = probability.shape[0]
+    p_obs, observed = observed_occupancy(evidence, r)
+    out = np.where(observed, p_obs, probability)
+    empty = resample(evidence.empty.astype(np.float32), r, mode="nearest") > 0.5
+    surface = resample(evidence.surface.astype(np.float32), r, mode="nearest") > 0.5
+    out = np.where(empty & ~observed, 0.0, out)
+    return np.clip(np.where(surface & ~observed, np.maximum(out, 0.75), out), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,54 @@
+"""Occupancy -> watertight triangle mesh and a sampled surface cloud, in metres."""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from scipy.ndimage import gaussian_filter
+from skimage.measure import marching_cubes
+
+from .geometry import transform_points
+
+
+def mesh_from_occupancy(probability: np.ndarray, origin: np.ndarray, size: float, T_world_grid: np.ndarray,
+                        level: float = 0.5, smooth_sigma: float = 0.0,
+                        keep_near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes on an (R, R, R) occupancy over a cube of edge ``size`` at ``origin``.
+
+    The volume is padded with empty cells so the surface always closes (watertight). Small
+    disconnected blobs are dropped; with ``keep_near`` (grid-frame points), components that touch
+    them are kept, otherwise only the largest.
+    Returns world-frame vertices (N, 3) and faces (M, 3), both empty when nothing is occupied.
+    """
+    r = probability.shape[0]
+    step = size / r
+    vol = gaussian_filter(probability.astype(np.float32), smooth_sigma) if smooth_sigma > 0 else probability
+    vol = np.pad(vol, 1, mode="constant", constant_values=0.0)
+    if vol.max() <= level:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
+    verts, faces, _, _ = marching_cubes(vol, level=level)
+    # Padded index i is cell i - 1, whose centre sits at origin + (i - 1 + 0.5) * step.
+    verts_grid = origin + (verts - 0.5) * step
+    mesh = trimesh.Trimesh(verts_grid, faces[:, ::-1], process=True)
+    parts = mesh.split(only_watertight=False)
+    if len(parts) > 1:
+        if keep_near is not None and len(keep_near):
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(keep_near)
+            keep = [p for p in parts if np.any(tree.query(p.vertices, distance_upper_bound=2 * step)[0] < np.inf)]
+            parts = keep or [max(parts, key=lambda p: len(p.faces))]
+        else:
+            parts = [max(parts, key=lambda p: len(p.faces))]
+        mesh = trimesh.util.concatenate(parts)
+    if mesh.volume < 0:  # marching cubes winding depends on the axis order: make normals point out
+        mesh.invert()
+    return transform_points(T_world_grid, mesh.vertices), np.asarray(mesh.faces, dtype=np.int32)
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` points spread evenly (by area) over the mesh surface."""
+    if len(faces) == 0:
+        return np.zeros((0, 3))
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    points, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
+    return np.asarray(points)

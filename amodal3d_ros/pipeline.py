@@ -1,0 +1,225 @@
+"""The reconstruction pipeline: frames in, completed objects out.
+
+    frames -> poses (given or estimated) -> segment (support, objects, targets) -> fuse (evidence
+    grid per object) -> complete (occupancy) -> constrain (observations win) -> mesh -> analyse
+    (visible fraction, occluders, pose, box, confidence)
+
+The CLI, the ROS node and the tests all call ``Reconstructor.reconstruct``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .complete import constrain, make_completer
+from .config import PipelineConfig
+from .fuse import EvidenceGrid, fuse_object
+from .geometry import invert, project, transform_points
+from .mesh import mesh_from_occupancy, sample_surface
+from .poses import resolve_poses
+from .result import ReconstructedObject, Reconstruction
+from .scene import Frame, Scene, Target
+from .segment import make_segmenter
+from .segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; an explicit 'cuda' without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but torch sees no CUDA GPU")
+    return device
+
+
+class Reconstructor:
+    """Holds the loaded models; ``close`` releases them (and their GPU memory)."""
+
+    def __init__(self, config: Optional[PipelineConfig] = None):
+        self.config = config or PipelineConfig()
+        self.config.validate()
+        self.device = resolve_device(self.config.device)
+        self.segmenter = make_segmenter(self.config.segment, self.device)
+        self.completer = make_completer(self.config.complete, self.device)
+
+    def close(self) -> None:
+        self.segmenter = None
+        self.completer = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ entry points
+    def reconstruct_scene(self, scene: Scene) -> Reconstruction:
+        return self.reconstruct(scene.frames, scene.targets, scene.world_frame)
+
+    def reconstruct(self, frames: Sequence[Frame], targets: Optional[Sequence[Target]] = None,
+                    world_frame: str = "world") -> Reconstruction:
+        if self.completer is None:
+            raise RuntimeError("reconstructor is closed")
+        if not frames:
+            raise ValueError("no frames to reconstruct from")
+        targets = list(targets or [])
+        for t in targets:
+            if not 0 <= t.frame < len(frames):
+                raise ValueError(f"target '{t.id}' names frame {t.frame}, but there are {len(frames)} frames")
+        start = time.perf_counter()
+        poses, estimated, warnings = resolve_poses(frames, self.config.poses)
+        frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
+        up_hint = None
+        if estimated:
+            up_hint = -poses[0][:3, 1]  # camera "up" of frame 0; the plane fit decides
+        segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)
+        warnings += segmentation.warnings
+        chosen = [o for o in segmentation.objects if o.is_target] if targets else list(segmentation.objects)
+        objects = []
+        for obj in chosen:
+            t0 = time.perf_counter()
+            try:
+                objects.append(self._reconstruct_object(frames, poses, segmentation, obj))
+            except ValueError as exc:
+                warnings.append(f"object '{obj.id}': {exc}")
+                continue
+            objects[-1].seconds = time.perf_counter() - t0
+        return Reconstruction(objects=objects, frame_id=frame_id, camera_poses=list(poses),
+                              poses_estimated=estimated, seconds_total=time.perf_counter() - start,
+                              labels=segmentation.labels, warnings=warnings)
+
+    # ------------------------------------------------------------------ one object
+    def complete_evidence(self, evidence: EvidenceGrid) -> np.ndarray:
+        """Constrained occupancy (R, R, R) of one evidence grid."""
+        r = self.config.complete.resolution
+        return constrain(self.completer.occupancy(evidence, r), evidence)
+
+    def _reconstruct_object(self, frames, poses, segmentation: SceneSegmentation,
+                            obj: SegmentedObject) -> ReconstructedObject:
+        evidence = fuse_object(frames, poses, segmentation, obj, self.config.fuse)
+        occupancy = self.complete_evidence(evidence)
+        vertices, faces = mesh_from_occupancy(
+            occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
+            level=self.config.complete.threshold,
+            smooth_sigma=self.config.mesh.smooth_sigma * occupancy.shape[0] / evidence.shape[0],
+            keep_near=evidence.visible_points)
+        if len(faces) == 0:
+            raise ValueError("completion produced an empty shape")
+        cloud = sample_surface(vertices, faces, self.config.mesh.cloud_points)
+        T_world_object, bbox_center, bbox_size = object_box(vertices, evidence.T_world_grid)
+        visible, occluded, fraction, occluders = analyse_visibility(
+            frames, poses, segmentation, obj, vertices, faces)
+        confidence = surface_confidence(cloud, obj.points, evidence.voxel, self.completer.certainty())
+        return ReconstructedObject(
+            id=obj.id, label="object", vertices=vertices, faces=faces, cloud=cloud,
+            visible_points=obj.points, T_frame_object=T_world_object, bbox_center=bbox_center,
+            bbox_size=bbox_size, visible_fraction=fraction, confidence=confidence,
+            views_used=evidence.views_used, occluders=occluders, completion_method=self.completer.name,
+            visible_masks=visible, occlusion_masks=occluded)
+
+
+def object_box(vertices: np.ndarray, T_world_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object frame (base centre on the support, z up, x along the main axis) and its bounding box."""
+    local = transform_points(invert(T_world_grid), vertices)
+    xy = local[:, :2] - local[:, :2].mean(axis=0)
+    _, _, vt = np.linalg.svd(xy, full_matrices=False)
+    R2 = vt if np.linalg.det(vt) > 0 else vt * np.array([[1.0], [-1.0]])
+    rotated = xy @ R2.T
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+    centre_xy = local[:, :2].mean(axis=0) + ((lo + hi) / 2) @ R2
+    T_grid_object = np.eye(4)
+    T_grid_object[:2, :2] = R2.T
+    T_grid_object[:2, 3] = centre_xy
+    T_grid_object[2, 3] = max(0.0, float(local[:, 2].min()))
+    T_world_object = T_world_grid @ T_grid_object
+    in_object = transform_points(invert(T_world_object), vertices)
+    lo3, hi3 = in_object.min(axis=0), in_object.max(axis=0)
+    return T_world_object, (lo3 + hi3) / 2, hi3 - lo3
+
+
+def render_depth(vertices: np.ndarray, faces: np.ndarray, frame: Frame, T_world_camera: np.ndarray) -> np.ndarray:
+    """(H, W) depth of a mesh seen from a view (inf where it is not), rays cast only over its box."""
+    import open3d as o3d
+
+    cam_vertices = transform_points(invert(T_world_camera), vertices)
+    depth = np.full((frame.height, frame.width), np.inf, np.float32)
+    uv, z = project(frame.K, cam_vertices)
+    front = z > 1e-3
+    if not front.any():
+        return depth
+    u0, v0 = np.floor(uv[front].min(axis=0)).astype(int)
+    u1, v1 = np.ceil(uv[front].max(axis=0)).astype(int)
+    u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, frame.width - 1), min(v1, frame.height - 1)
+    if u1 < u0 or v1 < v0:
+        return depth
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(cam_vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
+    uu, vv = np.meshgrid(np.arange(u0, u1 + 1), np.arange(v0, v1 + 1))
+    dirs = np.stack([(uu - frame.K[0, 2]) / frame.K[0, 0], (vv - frame.K[1, 2]) / frame.K[1, 1],
+                     np.ones_like(uu, dtype=np.float64)], axis=-1)
+    rays = np.concatenate([np.zeros_like(dirs), dirs], axis=-1).astype(np.float32)
+    t_hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()  # along dirs with z = 1: depth
+    depth[v0:v1 + 1, u0:u1 + 1] = t_hit
+    return depth
+
+
+def analyse_visibility(frames, poses, segmentation: SceneSegmentation, obj: SegmentedObject,
+                       vertices: np.ndarray, faces: np.ndarray, min_pixels: int = 15):
+    """Visible and occluded masks per view, the visible fraction and the occluders' names.
+
+    The completed mesh is rendered into each view: where it would be seen but the view shows
+    something else, that something (another object, the support, missing depth, the image
+    border) hides it.
+    """
+    visible, occluded = {}, {}
+    best_fraction, occluders = 0.0, {}
+    k = segmentation.objects.index(obj)
+    for i, (frame, T) in enumerate(zip(frames, poses)):
+        depth = render_depth(vertices, faces, frame, T)
+        silhouette = np.isfinite(depth)
+        mask = obj.masks.get(i, np.zeros_like(silhouette))
+        hidden = silhouette & ~mask
+        visible[i], occluded[i] = mask, hidden
+        if mask.any():
+            best_fraction = max(best_fraction, float(mask.sum()) / max(1, int((silhouette | mask).sum())))
+        labels = segmentation.labels[i][hidden]
+        for label in np.unique(labels):
+            count = int(np.count_nonzero(labels == label))
+            if count < min_pixels:
+                continue
+            if label > 0 and label != k + 1:
+                name = segmentation.objects[label - 1].id
+            elif label == SUPPORT_LABEL:
+                name = "support"
+            elif frame.depth is not None:
+                no_depth = frame.depth[hidden] == 0
+                name = "no_depth" if np.count_nonzero(no_depth & (labels == label)) >= min_pixels else None
+            else:
+                name = None
+            if name:
+                occluders[name] = occluders.get(name, 0) + count
+        cam = transform_points(invert(T), vertices)
+        uv, z = project(frame.K, cam)
+        outside = (uv[:, 0] < 0) | (uv[:, 0] >= frame.width) | (uv[:, 1] < 0) | (uv[:, 1] >= frame.height)
+        if np.any(outside & (z > 0)) and mask.any():
+            occluders["border"] = occluders.get("border", 0) + int(np.count_nonzero(outside))
+    names = sorted(occluders, key=lambda n: -occluders[n])
+    return visible, occluded, best_fraction, names
+
+
+def surface_confidence(cloud: np.ndarray, observed: np.ndarray, voxel: float, completer_certainty: float) -> float:
+    """Share of the completed surface backed by observations, the rest trusted as the completer says."""
+    if len(cloud) == 0:
+        return 0.0
+    if len(observed) == 0:
+        return completer_certainty
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(observed).query(cloud, distance_upper_bound=2 * voxel)
+    backed = float(np.mean(np.isfinite(dist)))
+    return backed + (1.0 - backed) * completer_certainty
