@@ -404,8 +404,8 @@ class Amodal3dNode(LifecycleNode):
 
     def _check_missing_inputs(self) -> None:
         sync = self._sync
-        if sync is None or not self.active or self.last_rgb_wall is None:
-            return
+        if sync is None or not self.active or self.last_rgb_wall is None or self._now() - self.last_rgb_wall > 2.0:
+            return  # only while images are arriving
         missing = sync.waiting_for()
         if "rgb" not in missing and missing:
             names = {"camera_info": "rgb/camera_info", "depth": "depth/image", "pose": "camera_pose"}
