@@ -18,7 +18,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMPS := build/stamps
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= tests
 
 INSTALL_INPUTS := setup.py pyproject.toml CMakeLists.txt package.xml \
 	$(wildcard msg srv launch config msg/*.msg srv/*.srv) \
@@ -65,7 +65,7 @@ $(STAMPS)/install: $(INSTALL_INPUTS) | $(STAMPS)/requirements
 
 test: setup
 	@$(ROS_ENV); \
-	$(VPY) -m pytest -q $(PYTEST_ARGS) tests; rc=$$?; \
+	$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
