@@ -41,7 +41,7 @@ class PoseConfig:
 
 @dataclass
 class FuseConfig:
-    voxels: int = 40  # evidence grid cells along each axis
+    voxels: int = 32  # evidence grid cells along each axis (a multiple of 8 for the learned model)
     margin: float = 0.35  # grid extends the visible extent by this fraction for hidden parts
     min_margin: float = 0.03  # m, at least this much room around the visible points
     surface_band: float = 1.5  # voxels, |sdf| band counted as observed surface
@@ -139,7 +139,8 @@ class PipelineConfig:
         check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
         check(self.poses.method in ("auto", "given", "registration"),
               f"poses.method must be auto, given or registration, got '{self.poses.method}'")
-        check(8 <= self.fuse.voxels <= 128, f"fuse.voxels must be in [8, 128], got {self.fuse.voxels}")
+        check(8 <= self.fuse.voxels <= 128 and self.fuse.voxels % 8 == 0,
+              f"fuse.voxels must be a multiple of 8 in [8, 128], got {self.fuse.voxels}")
         check(0 <= self.fuse.margin <= 2, f"fuse.margin must be in [0, 2], got {self.fuse.margin}")
         check(0 < self.fuse.min_voxel <= self.fuse.max_voxel, "fuse.min_voxel must be > 0 and <= fuse.max_voxel")
         check(self.complete.method in ("learned", "extrusion", "hull", "visible"),

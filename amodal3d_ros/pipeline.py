@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -39,6 +40,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@dataclass
+class PreparedScene:
+    """A scene up to (not including) completion; several completers can finish it."""
+
+    frames: list[Frame]
+    poses: list[np.ndarray]
+    poses_estimated: bool
+    frame_id: str
+    segmentation: SceneSegmentation
+    evidence: dict[str, EvidenceGrid]
+    warnings: list[str]
+    seconds: float
+
+
 class Reconstructor:
     """Holds the loaded models; ``close`` releases them (and their GPU memory)."""
 
@@ -46,6 +61,8 @@ class Reconstructor:
         self.config = config or PipelineConfig()
         self.config.validate()
         self.device = resolve_device(self.config.device)
+        import open3d  # noqa: F401  (a slow first import: pay it here, not in the first reconstruction)
+
         self.segmenter = make_segmenter(self.config.segment, self.device)
         self.completer = make_completer(self.config.complete, self.device)
 
@@ -63,6 +80,11 @@ class Reconstructor:
 
     def reconstruct(self, frames: Sequence[Frame], targets: Optional[Sequence[Target]] = None,
                     world_frame: str = "world") -> Reconstruction:
+        return self.complete(self.prepare(frames, targets, world_frame))
+
+    def prepare(self, frames: Sequence[Frame], targets: Optional[Sequence[Target]] = None,
+                world_frame: str = "world") -> "PreparedScene":
+        """Poses, segmentation and evidence grids: everything before completion."""
         if self.completer is None:
             raise RuntimeError("reconstructor is closed")
         if not frames:
@@ -74,35 +96,50 @@ class Reconstructor:
         start = time.perf_counter()
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
-        up_hint = None
-        if estimated:
-            up_hint = -poses[0][:3, 1]  # camera "up" of frame 0; the plane fit decides
+        up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides
         segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)
         warnings += segmentation.warnings
         chosen = [o for o in segmentation.objects if o.is_target] if targets else list(segmentation.objects)
-        objects = []
+        evidence = {}
         for obj in chosen:
+            try:
+                evidence[obj.id] = fuse_object(frames, poses, segmentation, obj, self.config.fuse)
+            except ValueError as exc:
+                warnings.append(f"object '{obj.id}': {exc}")
+        return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, frame_id=frame_id,
+                             segmentation=segmentation, evidence=evidence, warnings=warnings,
+                             seconds=time.perf_counter() - start)
+
+    def complete(self, prepared: "PreparedScene", completer=None) -> Reconstruction:
+        """Completion, meshing and analysis of every prepared object (optionally another completer)."""
+        completer = completer or self.completer
+        start = time.perf_counter()
+        objects, warnings = [], list(prepared.warnings)
+        for obj in prepared.segmentation.objects:
+            if obj.id not in prepared.evidence:
+                continue
             t0 = time.perf_counter()
             try:
-                objects.append(self._reconstruct_object(frames, poses, segmentation, obj))
+                objects.append(self._reconstruct_object(prepared, obj, completer))
             except ValueError as exc:
                 warnings.append(f"object '{obj.id}': {exc}")
                 continue
             objects[-1].seconds = time.perf_counter() - t0
-        return Reconstruction(objects=objects, frame_id=frame_id, camera_poses=list(poses),
-                              poses_estimated=estimated, seconds_total=time.perf_counter() - start,
-                              labels=segmentation.labels, warnings=warnings)
+        return Reconstruction(objects=objects, frame_id=prepared.frame_id, camera_poses=prepared.poses,
+                              poses_estimated=prepared.poses_estimated,
+                              seconds_total=prepared.seconds + time.perf_counter() - start,
+                              labels=prepared.segmentation.labels, warnings=warnings)
 
     # ------------------------------------------------------------------ one object
-    def complete_evidence(self, evidence: EvidenceGrid) -> np.ndarray:
+    def complete_evidence(self, evidence: EvidenceGrid, completer=None) -> np.ndarray:
         """Constrained occupancy (R, R, R) of one evidence grid."""
-        r = self.config.complete.resolution
-        return constrain(self.completer.occupancy(evidence, r), evidence)
+        completer = completer or self.completer
+        return constrain(completer.occupancy(evidence, self.config.complete.resolution), evidence)
 
-    def _reconstruct_object(self, frames, poses, segmentation: SceneSegmentation,
-                            obj: SegmentedObject) -> ReconstructedObject:
-        evidence = fuse_object(frames, poses, segmentation, obj, self.config.fuse)
-        occupancy = self.complete_evidence(evidence)
+    def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
+        frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
+        evidence = prepared.evidence[obj.id]
+        occupancy = self.complete_evidence(evidence, completer)
         vertices, faces = mesh_from_occupancy(
             occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
             level=self.config.complete.threshold,
@@ -114,12 +151,12 @@ class Reconstructor:
         T_world_object, bbox_center, bbox_size = object_box(vertices, evidence.T_world_grid)
         visible, occluded, fraction, occluders = analyse_visibility(
             frames, poses, segmentation, obj, vertices, faces)
-        confidence = surface_confidence(cloud, obj.points, evidence.voxel, self.completer.certainty())
+        confidence = surface_confidence(cloud, obj.points, evidence.voxel, completer.certainty())
         return ReconstructedObject(
             id=obj.id, label="object", vertices=vertices, faces=faces, cloud=cloud,
             visible_points=obj.points, T_frame_object=T_world_object, bbox_center=bbox_center,
             bbox_size=bbox_size, visible_fraction=fraction, confidence=confidence,
-            views_used=evidence.views_used, occluders=occluders, completion_method=self.completer.name,
+            views_used=evidence.views_used, occluders=occluders, completion_method=completer.name,
             visible_masks=visible, occlusion_masks=occluded)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay, QhullError
+import scipy.spatial
 
 from ..fuse import EvidenceGrid
+from .base import resample
 
 
 class VisibleOnly:
@@ -62,12 +63,15 @@ class ConvexHull:
         shadows[:, 2] = 0.0
         both = np.concatenate([pts, shadows])
         try:
-            hull = Delaunay(both[np.unique(np.round(both / 1e-3), axis=0, return_index=True)[1]])
-        except QhullError:
+            hull = scipy.spatial.ConvexHull(both[np.unique(np.round(both / 1e-3), axis=0, return_index=True)[1]])
+        except scipy.spatial.QhullError:
             return Extrusion().occupancy(evidence, resolution)
-        centres = evidence.centres(resolution).reshape(-1, 3)
-        inside = hull.find_simplex(centres) >= 0
-        return inside.reshape((resolution,) * 3).astype(np.float32)
+        # Inside = behind every facet plane (a x + b <= 0), tested on the evidence grid's cells and
+        # resampled: the hull is a coarse prior and the test costs cells x facets.
+        n = evidence.shape[0]
+        centres = evidence.centres(n).reshape(-1, 3)
+        inside = np.all(centres @ hull.equations[:, :3].T + hull.equations[:, 3] <= 1e-9, axis=1)
+        return resample(inside.reshape((n,) * 3).astype(np.float32), resolution)
 
     def certainty(self) -> float:
         return 0.45

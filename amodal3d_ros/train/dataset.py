@@ -1,0 +1,127 @@
+"""Training samples for the completion model, made from synthetic scenes of train-split objects.
+
+Each sample is one object of one scene: its evidence grid (fused from 1-4 views exactly as at run
+time) and occupancy labels of query points (near the true surface and uniform in the grid),
+from inside tests against the object's complete mesh. Segmentation comes from the renderer's
+instance masks, so the model learns completion rather than the segmenter's mistakes.
+Samples are written in shards (compressed npz) so generation can resume and run in parallel.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import trimesh
+
+from ..config import FuseConfig
+from ..fuse import EvidenceGrid, fuse_object
+from ..geometry import Plane, backproject, invert, transform_points
+from ..metrics import occupancy
+from ..segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
+
+
+def segmentation_from_instances(synthetic, min_pixels: int = 30) -> SceneSegmentation:
+    """The ground-truth segmentation of a synthetic (posed) scene in the pipeline's own types."""
+    from ..synth.scenes import INSTANCE_TABLE
+
+    scene = synthetic.scene
+    top_z = synthetic.meta["table"]["top_z"]
+    plane = Plane(normal=np.array([0.0, 0.0, 1.0]), offset=-float(top_z))
+    objects_meta = synthetic.meta["objects"]
+    labels, objects = [], []
+    for k, om in enumerate(objects_meta):
+        objects.append(SegmentedObject(id=om["id"], masks={}, points=np.zeros((0, 3)), colors=np.zeros((0, 3), np.uint8)))
+    points = [[] for _ in objects]
+    for i, (frame, inst) in enumerate(zip(scene.frames, synthetic.instance)):
+        lab = np.zeros(inst.shape, np.int32)
+        lab[inst == INSTANCE_TABLE] = SUPPORT_LABEL
+        world = transform_points(frame.T_world_camera, backproject(frame.depth, frame.K).reshape(-1, 3)).reshape(
+            frame.depth.shape + (3,)) if frame.depth is not None else None
+        for k, om in enumerate(objects_meta):
+            mask = inst == om["instance_value"]
+            if mask.sum() < min_pixels:
+                continue
+            lab[mask] = k + 1
+            objects[k].masks[i] = mask
+            if world is not None:
+                points[k].append(world[mask & (frame.depth > 0)])
+        labels.append(lab)
+    for k, obj in enumerate(objects):
+        obj.points = np.concatenate(points[k]) if points[k] else np.zeros((0, 3))
+    return SceneSegmentation(plane=plane, labels=labels, objects=objects)
+
+
+def normalised(points_grid: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
+    """Grid-frame points -> [-1, 1] grid coordinates (the network's query space)."""
+    return (points_grid - evidence.origin) / evidence.size * 2.0 - 1.0
+
+
+def query_labels(evidence: EvidenceGrid, mesh_world: trimesh.Trimesh, count: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Half near the true surface (jittered by about a voxel), half uniform over the grid."""
+    near = count // 2
+    surface = np.asarray(trimesh.sample.sample_surface(mesh_world, near, seed=int(rng.integers(1 << 30)))[0])
+    surface_grid = transform_points(invert(evidence.T_world_grid), surface)
+    surface_grid += rng.normal(scale=evidence.voxel * 0.75, size=surface_grid.shape)
+    uniform = evidence.origin + rng.uniform(0, evidence.size, size=(count - near, 3))
+    pts_grid = np.concatenate([surface_grid, uniform])
+    inside = occupancy(mesh_world, transform_points(evidence.T_world_grid, pts_grid))
+    return normalised(pts_grid, evidence).astype(np.float32), inside
+
+
+def samples_from_scene(synthetic, fuse_config: FuseConfig, points_per_sample: int, rng: np.random.Generator,
+                       min_points: int = 40) -> list[dict]:
+    seg = segmentation_from_instances(synthetic)
+    frames = synthetic.scene.frames
+    poses = [f.T_world_camera for f in frames]
+    out = []
+    for obj in seg.objects:
+        if len(obj.points) < min_points:
+            continue  # hidden or almost: no evidence to place a grid on
+        evidence = fuse_object(frames, poses, seg, obj, fuse_config)
+        pts, inside = query_labels(evidence, synthetic.gt_meshes[obj.id], points_per_sample, rng)
+        out.append({"evidence": evidence.channels().astype(np.float16), "voxel": np.float32(evidence.voxel),
+                    "points": pts.astype(np.float16), "inside": inside, "views": np.int8(len(frames))})
+    return out
+
+
+def write_shard(path: Path, samples: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **{key: np.stack([s[key] for s in samples]) for key in samples[0]})
+    tmp.rename(path)  # a shard is either complete or absent: generation can resume
+
+
+@dataclass
+class ShardDataset(torch.utils.data.Dataset):
+    """All shards of a folder in memory (a few hundred MB for thousands of samples)."""
+
+    folder: Path
+
+    def __post_init__(self):
+        shards = sorted(Path(self.folder).glob("shard_*.npz"))
+        shards = [s for s in shards if not s.name.endswith(".tmp.npz")]
+        if not shards:
+            raise FileNotFoundError(f"no training shards (shard_*.npz) in {self.folder}")
+        parts = [dict(np.load(s)) for s in shards]
+        self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def __len__(self) -> int:
+        return len(self.arrays["voxel"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: torch.from_numpy(np.asarray(v[i])) for k, v in self.arrays.items()}
+
+
+def dataset_info(folder: Path) -> dict:
+    info = Path(folder) / "dataset.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def iterate_scene_seeds(base_seed: int, start: int, stop: int) -> Iterator[int]:
+    for index in range(start, stop):
+        yield int(np.random.SeedSequence([base_seed, index]).generate_state(1)[0])

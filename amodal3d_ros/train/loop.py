@@ -1,0 +1,259 @@
+"""Data generation and the training loop (single process or torchrun / DDP with gloo or nccl)."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from ..complete.learned import DEFAULT_WEIGHTS, save_weights
+from ..complete.learned.model import CompletionNet
+from ..config import ConfigError, FuseConfig
+from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    folder: str = "build/train_data"
+    scenes: int = 600
+    seed: int = 1000
+    split: str = "train"
+    views: tuple[int, int] = (1, 4)
+    objects: tuple[int, int] = (2, 6)
+    width: int = 320
+    height: int = 240
+    points_per_sample: int = 2048
+    scenes_per_shard: int = 25
+    workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    width: int = 16
+    decoder_hidden: int = 64
+    fourier_bands: int = 4
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    hidden_weight: float = 2.0  # extra loss weight of query points in unknown space
+    checkpoint_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    threads: int = 0  # torch threads per process, 0 = torch's default
+
+
+@dataclass
+class TrainConfig:
+    out: str = "build/train_run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    export: str = ""  # copy the final weights here (e.g. the package's shipped weights)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        config = cls()
+        for section, value in data.items():
+            if not hasattr(config, section):
+                raise ConfigError(f"{path}: unknown section '{section}'")
+            target = getattr(config, section)
+            if isinstance(value, dict):
+                for key, v in value.items():
+                    if not hasattr(target, key):
+                        raise ConfigError(f"{path}: unknown key '{section}.{key}'")
+                    setattr(target, key, tuple(v) if isinstance(v, list) else v)
+            else:
+                setattr(config, section, value)
+        return config
+
+
+# ---------------------------------------------------------------------------- data
+def _generate_shard(args) -> int:
+    shard_path, seeds, data_cfg, fuse_cfg = args
+    from ..synth import SynthConfig, generate_scene
+    from ..synth.scenes import SceneGenerationError
+
+    torch.set_num_threads(1)
+    synth_cfg = SynthConfig(split=data_cfg.split, n_views=tuple(data_cfg.views), n_objects=tuple(data_cfg.objects),
+                            width=data_cfg.width, height=data_cfg.height)
+    samples = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        try:
+            synthetic = generate_scene(seed, synth_cfg)
+        except SceneGenerationError:
+            continue
+        samples += samples_from_scene(synthetic, fuse_cfg, data_cfg.points_per_sample, rng)
+    if samples:
+        write_shard(Path(shard_path), samples)
+    return len(samples)
+
+
+def generate_data(config: TrainConfig, progress: bool = True) -> Path:
+    """Write missing shards (resumable); returns the data folder."""
+    cfg = config.data
+    folder = Path(cfg.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps({"data": asdict(cfg), "fuse": asdict(config.fuse)}, indent=1))
+    jobs = []
+    for start in range(0, cfg.scenes, cfg.scenes_per_shard):
+        path = folder / f"shard_{start // cfg.scenes_per_shard:05d}.npz"
+        if not path.exists():
+            seeds = list(iterate_scene_seeds(cfg.seed, start, min(cfg.scenes, start + cfg.scenes_per_shard)))
+            jobs.append((str(path), seeds, cfg, config.fuse))
+    if not jobs:
+        return folder
+    bar = tqdm(total=len(jobs), desc="training data shards", disable=not progress)
+    if cfg.workers > 1:
+        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            for _ in pool.imap_unordered(_generate_shard, jobs):
+                bar.update()
+    else:
+        for job in jobs:
+            _generate_shard(job)
+            bar.update()
+    bar.close()
+    return folder
+
+
+# ---------------------------------------------------------------------------- training
+def augment(evidence: torch.Tensor, points: torch.Tensor, generator: torch.Generator):
+    """A random symmetry of the square footprint (flips and the x/y swap), z (up) untouched."""
+    if torch.rand(1, generator=generator) < 0.5:
+        evidence, points = evidence.flip(2), points * torch.tensor([-1.0, 1.0, 1.0])
+    if torch.rand(1, generator=generator) < 0.5:
+        evidence, points = evidence.flip(3), points * torch.tensor([1.0, -1.0, 1.0])
+    if torch.rand(1, generator=generator) < 0.5:
+        evidence, points = evidence.transpose(2, 3), points[..., [1, 0, 2]]
+    return evidence.contiguous(), points.contiguous()
+
+
+def loss_fn(model, batch, hidden_weight: float):
+    evidence = batch["evidence"].float()
+    points = batch["points"].float()
+    logits = model(evidence, batch["voxel"].float(), points)
+    target = batch["inside"].float()
+    # Evidence channel 3 is "unknown": the hidden space the model exists for weighs more.
+    g = points.flip(-1)[:, :, None, None, :]
+    unknown = F.grid_sample(evidence[:, 3:4], g, mode="nearest", align_corners=False)[:, 0, :, 0, 0]
+    weight = 1.0 + hidden_weight * unknown
+    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+    with torch.no_grad():
+        pred = logits > 0
+        inter = (pred & (target > 0.5)).sum().item()
+        union = (pred | (target > 0.5)).sum().item()
+    return loss, inter / max(union, 1)
+
+
+def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    opt = config.optim
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    torch.manual_seed(opt.seed + rank)
+    out = Path(config.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+
+    dataset = ShardDataset(Path(config.data.folder))
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, seed=opt.seed) \
+        if distributed else torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(opt.seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opt.batch_size, sampler=sampler, drop_last=True)
+
+    model = CompletionNet(**asdict(config.model)).to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=opt.steps, pct_start=0.05)
+    step = 0
+    checkpoint = out / "checkpoint.pt"
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        if rank == 0:
+            log.info("resumed from %s at step %d", checkpoint, step)
+
+    generator = torch.Generator().manual_seed(opt.seed + 7 * rank)
+    log_file = (out / "train_log.jsonl").open("a") if rank == 0 else None
+    bar = tqdm(total=opt.steps, initial=step, desc="training", disable=not progress or rank != 0)
+    epoch, started, window = 0, time.time(), []
+    while step < opt.steps:
+        if distributed:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            if step >= opt.steps:
+                break
+            batch["evidence"], batch["points"] = augment(batch["evidence"], batch["points"], generator)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            model.train()
+            loss, iou = loss_fn(ddp, batch, opt.hidden_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window.append((loss.item(), iou))
+            bar.update()
+            if rank == 0 and (step % opt.log_every == 0 or step == opt.steps):
+                l, i = np.mean(window, axis=0)
+                window = []
+                bar.set_postfix(loss=f"{l:.4f}", iou=f"{i:.3f}")
+                log_file.write(json.dumps({"step": step, "loss": float(l), "query_iou": float(i),
+                                           "lr": scheduler.get_last_lr()[0],
+                                           "elapsed_s": round(time.time() - started, 1)}) + "\n")
+                log_file.flush()
+            if rank == 0 and (step % opt.checkpoint_every == 0 or step == opt.steps):
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "step": step}, tmp)
+                tmp.replace(checkpoint)
+        epoch += 1
+    bar.close()
+    weights = out / "completion.safetensors"
+    if rank == 0:
+        meta = {"version": time.strftime("%Y.%m.%d"), "steps": step, "samples": len(dataset), "world_size": world,
+                "train_config": asdict(config), "data_split": config.data.split,
+                "trained_seconds": round(time.time() - started, 1)}
+        save_weights(model, weights, meta)
+        if config.export:
+            export = Path(config.export)
+            export.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(weights, export)
+            shutil.copyfile(weights.with_suffix(".json"), export.with_suffix(".json"))
+        log_file.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return weights
+
+
+__all__ = ["DEFAULT_WEIGHTS", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "generate_data", "train"]
