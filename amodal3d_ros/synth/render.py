@@ -22,7 +22,7 @@ RGB = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class ProceduralTexture:
-    """Smooth low-frequency colour variation: base colour times (1 + a sum of 3D sine waves).
+    """Smooth low-frequency colour variation: base colour times (1 + amplitude x mean of 3D sine waves).
 
     Evaluated at world-space surface points, so the pattern is the same from every view.
     """
@@ -192,10 +192,11 @@ class MeshRenderer:
         light = self._light_direction(np.asarray(T_world_camera, dtype=np.float64))
         shade = self.lighting.ambient + self.lighting.diffuse * np.clip(np.einsum("hwc,c->hw", normals, light), 0, 1)
         albedo = np.zeros(points.shape, dtype=np.float32)
+        flat_points, flat_albedo, flat_index = points.reshape(-1, 3), albedo.reshape(-1, 3), hits.mesh_index.ravel()
         for i, texture in enumerate(self.textures):
-            mine = hits.mesh_index == i
-            if np.any(mine):
-                albedo[mine] = texture.colors_at(points[mine])
+            mine = np.flatnonzero(flat_index == i)  # integer indexing: faster than boolean masks here
+            if len(mine):
+                flat_albedo[mine] = texture.colors_at(flat_points[mine])
         window = np.where(hit[..., None], np.clip(255.0 * albedo * shade[..., None] + 0.5, 0, 255), self.background)
         rgb = np.empty((height, width, 3), dtype=np.uint8)
         rgb[:] = self.background

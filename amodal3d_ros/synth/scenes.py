@@ -8,6 +8,7 @@ that holds, for at most ``config.max_attempts`` layouts.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import trimesh
 
-from amodal3d_ros.geometry import invert, project, transform_points
+from amodal3d_ros.geometry import invert
 from amodal3d_ros.scene import Frame, Scene, Target
 from amodal3d_ros.synth.objects import SPLITS, ObjectSample, object_library
 from amodal3d_ros.synth.render import Lighting, MeshRenderer, ProceduralTexture, look_at, random_texture
@@ -77,10 +78,10 @@ class SynthConfig:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got '{self.split}'")
         views = (self.n_views, self.n_views) if isinstance(self.n_views, int) else self.n_views
-        for name, (lo, hi), minimum in (("n_objects", self.n_objects, 1), ("n_views", views, 1),
-                                        ("occlusion", self.occlusion, 0.0), ("camera_distance", self.camera_distance, 0.1),
-                                        ("elevation_deg", self.elevation_deg, 1.0),
-                                        ("azimuth_step_deg", self.azimuth_step_deg, 0.0)):
+        ranges = (("n_objects", self.n_objects, 1), ("n_views", views, 1), ("occlusion", self.occlusion, 0.0),
+                  ("camera_distance", self.camera_distance, 0.1), ("elevation_deg", self.elevation_deg, 1.0),
+                  ("azimuth_step_deg", self.azimuth_step_deg, 0.0))
+        for name, (lo, hi), minimum in ranges:
             if not minimum <= lo <= hi:
                 raise ValueError(f"{name} must be a range with {minimum} <= min <= max, got {(lo, hi)}")
         if self.occlusion[1] > 1.0 or self.elevation_deg[1] >= 90.0:
@@ -244,8 +245,6 @@ class _TargetChoice:
     index: int  # into the placed objects
     pixel: tuple[int, int]
     erosion: int
-    visible_pixels: int
-    unoccluded_pixels: int
 
 
 def _pixel_erosion(config: SynthConfig) -> int:
@@ -281,7 +280,7 @@ def _choose_targets(instance: np.ndarray, unoccluded: list[np.ndarray], config: 
             continue
         pixel = _target_pixel(visible, erosion)
         if pixel is not None:
-            choices.append(_TargetChoice(int(k), pixel, erosion, int(visible.sum()), alone_pixels))
+            choices.append(_TargetChoice(int(k), pixel, erosion))
         if len(choices) == config.max_targets:
             break
     return choices
@@ -289,6 +288,29 @@ def _choose_targets(instance: np.ndarray, unoccluded: list[np.ndarray], config: 
 
 def _unoccluded_mask(object_alone: MeshRenderer, K, T_world_camera, width: int, height: int) -> np.ndarray:
     return object_alone.render_depth_instance(K, T_world_camera, width, height)[1] > 0
+
+
+def _screening_config(config: SynthConfig, width: int = 160, slack: float = 0.08) -> Optional[SynthConfig]:
+    """A low-resolution stand-in with a slightly wider occlusion range, to reject most cameras cheaply."""
+    factor = config.width // width
+    if factor < 3:
+        return None
+    return dataclasses.replace(config, width=config.width // factor, height=config.height // factor,
+                               occlusion=(max(0.0, config.occlusion[0] - slack), min(1.0, config.occlusion[1] + slack)))
+
+
+def _frame0_targets(everything: MeshRenderer, objects_alone: list[MeshRenderer], T0: np.ndarray,
+                    config: SynthConfig, rng: np.random.Generator) -> list[_TargetChoice]:
+    """Targets that camera T0 sees in the configured occlusion range (screened at low resolution first)."""
+    choices: list[_TargetChoice] = []
+    for pass_config in filter(None, (_screening_config(config), config)):
+        K, width, height = pass_config.intrinsics(), pass_config.width, pass_config.height
+        _, instance = everything.render_depth_instance(K, T0, width, height)
+        unoccluded = [_unoccluded_mask(r, K, T0, width, height) for r in objects_alone]
+        choices = _choose_targets(instance, unoccluded, pass_config, rng)
+        if not choices:
+            return []
+    return choices
 
 
 def _visibility_record(choice: _TargetChoice, per_frame: list[dict]) -> dict:
@@ -306,7 +328,6 @@ def generate_scene(seed: int, config: SynthConfig = SynthConfig()) -> SyntheticS
     layout_seq, appearance_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     layout_rng = np.random.default_rng(layout_seq)
     library = object_library(config.split)
-    K, width, height = config.intrinsics(), config.width, config.height
     n_views = config.view_count(layout_rng)
 
     for attempt in range(1, config.max_attempts + 1):
@@ -335,9 +356,7 @@ def generate_scene(seed: int, config: SynthConfig = SynthConfig()) -> SyntheticS
         for _ in range(config.cameras_per_layout):
             azimuth = _frame0_azimuth(placed, layout_rng)
             T0 = _camera(centre, azimuth, config, layout_rng)
-            _, instance0 = everything.render_depth_instance(K, T0, width, height)
-            unoccluded = [_unoccluded_mask(r, K, T0, width, height) for r in objects_alone]
-            choices = _choose_targets(instance0, unoccluded, config, layout_rng)
+            choices = _frame0_targets(everything, objects_alone, T0, config, layout_rng)
             if choices:
                 break
         else:
