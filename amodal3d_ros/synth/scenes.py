@@ -322,8 +322,9 @@ def _visibility_record(choice: _TargetChoice, per_frame: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- the generator
 
-def generate_scene(seed: int, config: SynthConfig = SynthConfig()) -> SyntheticScene:
-    """One synthetic scene, deterministic in (seed, config)."""
+def generate_scene(seed: int, config: Optional[SynthConfig] = None) -> SyntheticScene:
+    """One synthetic scene, deterministic in (seed, config); config None = the defaults."""
+    config = config if config is not None else SynthConfig()
     # Independent streams, so that e.g. switching depth off leaves the layout unchanged.
     layout_seq, appearance_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     layout_rng = np.random.default_rng(layout_seq)

@@ -56,7 +56,7 @@ def _dataset_record(seed: int, config: SynthConfig) -> dict:
                                   "config": dataclasses.asdict(config)}))
 
 
-def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: SynthConfig = SynthConfig(),
+def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Optional[SynthConfig] = None,
                      progress: bool = True) -> list[Path]:
     """Write scenes ``scene_00000`` ... ``scene_{count-1}`` under ``out_dir``.
 
@@ -65,6 +65,7 @@ def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Syn
     so an interrupted run never leaves a half-written scene that looks finished. ``dataset.json``
     records seed and config; resuming with different ones raises ``ValueError``.
     """
+    config = config if config is not None else SynthConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = _dataset_record(seed, config)
