@@ -407,7 +407,7 @@ def _finish_scene(seed: int, attempt: int, config: SynthConfig, table: _Table, p
         noisy = config.noise.apply(depth, K, noise_rng) if config.depth else None
         frames.append(Frame(rgb=rgb, K=K, depth=noisy, T_world_camera=T_world_camera if config.posed else None,
                             stamp=i * config.seconds_between_views))
-        instances.append(instance.astype(np.int32))
+        instances.append(instance)
         for choice in choices:
             visible = int(np.sum(instance == INSTANCE_FIRST_OBJECT + choice.index))
             unoccluded = int(_unoccluded_mask(objects_alone[choice.index], K, T_world_camera, width, height).sum())
