@@ -8,8 +8,8 @@
 #
 # The package is installed editable (`pip install --no-deps --no-build-isolation -e .`, see
 # setup.py): Python edits under amodal3d_ros/ need no reinstall; msg/, srv/, launch/, config/,
-# package.xml, CMakeLists.txt, setup.py changes trigger one (about 5 s when only share files
-# changed, about 30 s for a full rebuild of the interfaces).
+# package.xml, CMakeLists.txt, setup.py changes trigger one (about 11 s when only share files
+# changed, about 40 s for a full rebuild of the interfaces).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
