@@ -382,6 +382,12 @@ class Launcher:
     def shutdown(self) -> None:
         """SIGINT to every child still running, then SIGTERM, then SIGKILL."""
         alive = [(s, p) for s, p in self.procs if p.poll() is None]
+        stopping = list(alive)
+        self._stop(alive)
+        for spec, proc in stopping:
+            self.log(f"[launch] {spec.label} exited with code {proc.poll()}")
+
+    def _stop(self, alive) -> None:
         for sig, wait in ((signal.SIGINT, self.sigterm_timeout), (signal.SIGTERM, self.sigterm_timeout),
                           (signal.SIGKILL, 5.0)):
             if not alive:

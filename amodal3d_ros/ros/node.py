@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -140,7 +141,6 @@ class Amodal3dNode(LifecycleNode):
         self.failed_reconstructions = 0
         self.last_rgb_wall = None
 
-        self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -205,7 +205,8 @@ class Amodal3dNode(LifecycleNode):
             if self._sync is not None:
                 self._sync.tolerance = settings.sync_tolerance
                 self._sync.queue_size = settings.sync_queue_size
-        restart = [n for n in ("pose_source", "use_depth", "qos.image_depth", "qos.pose_depth") if n in changed]
+        restart = [n for n in ("pose_source", "use_depth", "qos.image_depth", "qos.pose_depth", "qos.reliable")
+                   if n in changed]
         if restart and self.active:
             self.get_logger().warning(f"{', '.join(restart)} take effect at the next deactivate/activate")
         if old.diagnostics_period != settings.diagnostics_period:
@@ -327,18 +328,23 @@ class Amodal3dNode(LifecycleNode):
             (["pose"] if self._pose_mode == "topic" else [])
         self._sync = ApproximateTimeSync(streams, self._on_synced, tolerance=s.sync_tolerance,
                                          queue_size=s.sync_queue_size)
-        cam_qos = qos.camera_qos(s.image_qos_depth)
-        g = self._input_group
+        cam_qos = qos.camera_qos(s.image_qos_depth, s.reliable_qos)
+
+        def g():  # one group per input: streams are converted in parallel; the synchroniser locks
+            return MutuallyExclusiveCallbackGroup()
+
         self._subs = [
-            self.create_subscription(Image, "rgb/image", self._cb_rgb, cam_qos, callback_group=g),
-            self.create_subscription(CameraInfo, "rgb/camera_info", self._cb_info, cam_qos, callback_group=g),
-            self.create_subscription(PointStamped, "prompt", self._cb_prompt, qos.prompt_qos(), callback_group=g),
+            self.create_subscription(Image, "rgb/image", self._cb_rgb, cam_qos, callback_group=g()),
+            self.create_subscription(CameraInfo, "rgb/camera_info", self._cb_info, cam_qos, callback_group=g()),
+            self.create_subscription(PointStamped, "prompt", self._cb_prompt, qos.prompt_qos(), callback_group=g()),
         ]
         if s.use_depth:
-            self._subs.append(self.create_subscription(Image, "depth/image", self._cb_depth, cam_qos, callback_group=g))
+            self._subs.append(self.create_subscription(Image, "depth/image", self._cb_depth, cam_qos,
+                                                       callback_group=g()))
         if self._pose_mode == "topic":
             self._subs.append(self.create_subscription(PoseStamped, "camera_pose", self._cb_pose,
-                                                       qos.pose_qos(s.pose_qos_depth), callback_group=g))
+                                                       qos.pose_qos(s.pose_qos_depth, s.reliable_qos),
+                                                       callback_group=g()))
         if self._pose_mode == "tf" and self._tf_buffer is None:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self, spin_thread=True)
@@ -701,11 +707,12 @@ class Amodal3dNode(LifecycleNode):
             self.last_error = message
 
     def _bad(self, kind: str, message: str) -> None:
-        """Bad input: count it, remember it, log it (at most every 2 s per kind), carry on."""
+        """Bad input: count it, remember it, log it (each distinct problem at most every 2 s), carry on."""
         self._record_error(kind, message)
         now = self._now()
-        if now - self._last_logged.get(kind, -1e9) >= 2.0:
-            self._last_logged[kind] = now
+        key = kind + re.sub(r"[0-9.]+", "#", message)[:60]  # the same problem, whatever its numbers
+        if now - self._last_logged.get(key, -1e9) >= 2.0:
+            self._last_logged[key] = now
             n = self.bad_counts[kind]
             self.get_logger().warning(f"{message} [{kind} x{n}]")
 
@@ -729,6 +736,8 @@ class Amodal3dNode(LifecycleNode):
             "pose source": self._pose_mode, "active": str(self.active),
         })
         values.update({f"count {k}": str(v) for k, v in sorted(counts.items())})
+        if sync is not None:
+            values.update({f"dropped: {k}": str(v) for k, v in sorted(sync.dropped_reasons.items())})
         if not self.active:
             inputs.level, inputs.message = DiagnosticStatus.WARN, "inactive"
         elif bad_total or dropped:

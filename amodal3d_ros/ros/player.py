@@ -3,8 +3,8 @@
 Topics (relative, remappable): ``rgb/image`` (rgb8), ``rgb/camera_info``, ``depth/image`` (16UC1
 mm by default), ``camera_pose`` (PoseStamped of the camera optical frame in the world frame, posed
 scenes only), ``/tf`` where tf2_ros is installed, and ``prompt`` (PointStamped pixel prompts for
-the scene's targets, if ``publish_targets``). Camera streams use the node's QoS (best effort,
-depth 5). The player waits until the node's subscriptions are matched before publishing, then
+the scene's targets, if ``publish_targets``). Camera streams use reliable QoS (keep last 5;
+see qos.py). The player waits until the node's subscriptions are matched before publishing, then
 publishes every frame ``repeat`` times at ``rate`` Hz (fresh stamps, like a camera that stands
 still a moment at each view), then optionally calls ``reconstruct_service`` and exits.
 
@@ -61,12 +61,14 @@ class Player(Node):
         self.exit_when_done = bool(p("exit_when_done", True).value)
         if self.rate <= 0 or self.repeat < 1 or self.depth_encoding not in ("16UC1", "32FC1"):
             raise ValueError("rate must be > 0, repeat >= 1, depth_encoding 16UC1 or 32FC1")
-        cam = qos.camera_qos(5)
+        # Reliable writers: they match best-effort and reliable readers alike, and deliver every
+        # frame to a reliable reader (the node with qos.reliable, as in demo.yaml).
+        cam = qos.camera_qos(5, reliable=True)
         self.pubs = {
             "rgb/image": self.create_publisher(Image, "rgb/image", cam),
             "rgb/camera_info": self.create_publisher(CameraInfo, "rgb/camera_info", cam),
             "depth/image": self.create_publisher(Image, "depth/image", cam),
-            "camera_pose": self.create_publisher(PoseStamped, "camera_pose", qos.pose_qos()),
+            "camera_pose": self.create_publisher(PoseStamped, "camera_pose", qos.pose_qos(reliable=True)),
             "prompt": self.create_publisher(PointStamped, "prompt", qos.prompt_qos()),
         }
         self.tf = tf2_ros.TransformBroadcaster(self) if tf2_ros is not None else None

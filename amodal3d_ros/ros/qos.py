@@ -3,7 +3,10 @@
 - Camera streams (rgb/image, rgb/camera_info, depth/image): best effort, keep last N (default 5),
   volatile -- the sensor-data profile. A best-effort reader matches both best-effort and reliable
   camera drivers, and under load we prefer dropping a stale frame over back-pressure on the
-  driver. The player publishes with the same profile.
+  driver. Measured here: between processes, best effort lost most 640x480 frames published
+  back to back (UDP fragments), so recorded data (player, tests, demo) is sent *reliable* and the
+  node's ``qos.reliable`` parameter makes its camera subscriptions reliable too (demo.yaml sets
+  it). The player always publishes reliable: a reliable writer matches both kinds of reader.
 - Camera poses (camera_pose): best effort as well (matches any odometry / mocap publisher), but
   a deeper history (50) since poses are tiny and each one is needed to place a keyframe.
 - Prompts (prompt, from RViz's "Publish Point"): reliable, keep last 10, volatile -- RViz
@@ -19,14 +22,16 @@ from __future__ import annotations
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 
-def camera_qos(depth: int = 5) -> QoSProfile:
+def camera_qos(depth: int = 5, reliable: bool = False) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
-                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
-def pose_qos(depth: int = 50) -> QoSProfile:
+def pose_qos(depth: int = 50, reliable: bool = False) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
-                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def prompt_qos() -> QoSProfile:

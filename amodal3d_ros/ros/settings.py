@@ -26,9 +26,11 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "pose_tolerance": (0.05, "s, largest stamp difference between an image and its camera pose"),
     "use_depth": (True, "subscribe to depth/image (16UC1 mm or 32FC1 m) and require it for every frame"),
     "sync.tolerance": (0.02, "s, largest stamp difference between rgb/image, rgb/camera_info and depth/image"),
-    "sync.queue_size": (5, "frames waiting for their partners before the oldest is dropped"),
+    "sync.queue_size": (10, "frames waiting for their partners before the oldest is dropped"),
     "qos.image_depth": (5, "history depth of the camera subscriptions (best effort)"),
     "qos.pose_depth": (50, "history depth of the camera_pose subscription"),
+    "qos.reliable": (False, "reliable camera/pose subscriptions (only reliable publishers match; lossless "
+                     "playback of recorded data) instead of best effort (matches any camera driver)"),
     "keyframes.max": (8, "largest number of keyframes kept (oldest evicted when full)"),
     "keyframes.min_translation": (0.05, "m, camera motion from every keyframe that makes a new keyframe"),
     "keyframes.min_rotation": (10.0, "deg, camera rotation from every keyframe that makes a new keyframe"),
@@ -56,9 +58,10 @@ class NodeSettings:
     pose_tolerance: float = 0.05
     use_depth: bool = True
     sync_tolerance: float = 0.02
-    sync_queue_size: int = 5
+    sync_queue_size: int = 10
     image_qos_depth: int = 5
     pose_qos_depth: int = 50
+    reliable_qos: bool = False
     keyframes: KeyframeParams = None
     trigger_mode: str = "service"
     trigger_every_n: int = 3
@@ -88,7 +91,7 @@ class NodeSettings:
             pose_source=str(get("pose_source")), pose_tolerance=num("pose_tolerance"),
             use_depth=bool(get("use_depth")), sync_tolerance=num("sync.tolerance"),
             sync_queue_size=num("sync.queue_size", int), image_qos_depth=num("qos.image_depth", int),
-            pose_qos_depth=num("qos.pose_depth", int),
+            pose_qos_depth=num("qos.pose_depth", int), reliable_qos=bool(get("qos.reliable")),
             keyframes=KeyframeParams(
                 max_keyframes=num("keyframes.max", int), min_translation=num("keyframes.min_translation"),
                 min_rotation=num("keyframes.min_rotation"), min_new_area=num("keyframes.min_new_area"),

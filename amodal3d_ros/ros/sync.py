@@ -32,6 +32,7 @@ class ApproximateTimeSync:
         self.callback = callback
         self.tolerance = float(tolerance)
         self.queue_size = int(queue_size)
+        self.stale_after = max(2.0, 20 * self.tolerance)  # s: partners older than a matched pivot by this are dropped
         self._queues: dict[str, deque] = {s: deque() for s in self.streams}
         self._latest: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -126,8 +127,10 @@ class ApproximateTimeSync:
                     group[s] = None
                     continue
                 group[s] = q[i][1]
-                # Consume the partner and everything older than it.
-                for _ in range(i + 1):
+                # Consume only the partner: a pivot that arrives late (a reliable retransmission)
+                # still finds its own partners. Partners far older than this pivot are stale.
+                del q[i]
+                while q and q[0][0] < t - self.stale_after:
                     q.popleft()
             for s in self.streams[1:]:
                 group.setdefault(s, None)
