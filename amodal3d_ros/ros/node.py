@@ -39,7 +39,7 @@ from amodal3d_ros.config import ConfigError, PipelineConfig
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
 from amodal3d_ros.ros.keyframes import Keyframe, KeyframeSelector
-from amodal3d_ros.ros.settings import NODE_PARAMETERS, NodeSettings, all_parameter_defaults, split_parameters
+from amodal3d_ros.ros.settings import NODE_PARAMETERS, all_parameter_defaults, split_parameters
 from amodal3d_ros.ros.sync import ApproximateTimeSync
 from amodal3d_ros.scene import Frame, SceneFormatError, Target
 
