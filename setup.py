@@ -226,6 +226,8 @@ setup(
         PKG: [
             f"{PKG}_s__*.so",       # rosidl type-support extension modules
             "**/weights/*",         # shipped model weights (.pt, .safetensors, .json)
+            "ros/example_scene/*.json",  # the embedded demo scene (scene format)
+            "ros/example_scene/*/*.png",
             "*.yaml",
             "**/*.yaml",
         ],

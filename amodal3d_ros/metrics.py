@@ -112,7 +112,12 @@ def score_object(pred_mesh: trimesh.Trimesh, gt_mesh: trimesh.Trimesh, samples: 
     scores = point_scores(pred_pts, gt_pts)
     scores.iou = volumetric_iou(pred_mesh, gt_mesh)
     scores.centroid_error_mm = 1000 * float(np.linalg.norm(pred_mesh.centroid - gt_mesh.centroid))
-    if hidden_mask_fn is not None:
+    return _add_hidden_scores(scores, pred_pts, gt_pts, hidden_mask_fn)
+
+
+def _add_hidden_scores(scores: ShapeScores, pred_pts: np.ndarray, gt_pts: np.ndarray, hidden_mask_fn) -> ShapeScores:
+    """Recall at 10 mm and Chamfer (truth -> prediction) of the truth's surface no view saw."""
+    if hidden_mask_fn is not None and len(pred_pts):
         hidden = hidden_mask_fn(gt_pts)
         if hidden.any():
             d = cKDTree(pred_pts).query(gt_pts[hidden])[0]
@@ -125,11 +130,4 @@ def score_points(pred_points: np.ndarray, gt_mesh: trimesh.Trimesh, samples: int
                  hidden_mask_fn=None, seed: int = 0) -> ShapeScores:
     """Point-only metrics (for the visible points alone, which have no volume)."""
     gt_pts = np.asarray(trimesh.sample.sample_surface(gt_mesh, samples, seed=seed)[0])
-    scores = point_scores(pred_points, gt_pts)
-    if hidden_mask_fn is not None and len(pred_points):
-        hidden = hidden_mask_fn(gt_pts)
-        if hidden.any():
-            d = cKDTree(pred_points).query(gt_pts[hidden])[0]
-            scores.hidden_recall_10mm = float(np.mean(d < 0.01))
-            scores.hidden_chamfer_mm = 1000 * float(d.mean())
-    return scores
+    return _add_hidden_scores(point_scores(pred_points, gt_pts), pred_points, gt_pts, hidden_mask_fn)

@@ -95,6 +95,11 @@ class Reconstructor:
                 raise ValueError(f"target '{t.id}' names frame {t.frame}, but there are {len(frames)} frames")
         start = time.perf_counter()
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
+        if any(f.depth is None for f in frames):
+            from .stereo import complete_depth  # RGB-only: metric depth from the posed views
+
+            frames, stereo_warnings = complete_depth(frames, poses)
+            warnings += stereo_warnings
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
         up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides
         segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)

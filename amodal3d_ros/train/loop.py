@@ -165,6 +165,16 @@ def loss_fn(model, batch, hidden_weight: float):
     return loss, inter / max(union, 1)
 
 
+def learning_rate(step: int, opt: OptimConfig) -> float:
+    """Linear warm-up then cosine decay to 2 % over ``opt.steps``; a function of the step alone, so a
+    resumed run (even one given more steps) continues on the same curve."""
+    warmup = max(1, int(0.05 * opt.steps))
+    if step < warmup:
+        return opt.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, opt.steps - warmup))
+    return float(opt.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress))))
+
+
 def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
@@ -189,14 +199,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     model = CompletionNet(**asdict(config.model)).to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=opt.steps, pct_start=0.05)
     step = 0
     checkpoint = out / "checkpoint.pt"
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         if rank == 0:
             log.info("resumed from %s at step %d", checkpoint, step)
@@ -218,8 +226,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, opt)
             optimizer.step()
-            scheduler.step()
             step += 1
             window.append((loss.item(), iou))
             bar.update()
@@ -228,13 +237,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 window = []
                 bar.set_postfix(loss=f"{l:.4f}", iou=f"{i:.3f}")
                 log_file.write(json.dumps({"step": step, "loss": float(l), "query_iou": float(i),
-                                           "lr": scheduler.get_last_lr()[0],
+                                           "lr": learning_rate(step - 1, opt),
                                            "elapsed_s": round(time.time() - started, 1)}) + "\n")
                 log_file.flush()
             if rank == 0 and (step % opt.checkpoint_every == 0 or step == opt.steps):
                 tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": step}, tmp)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
                 tmp.replace(checkpoint)
         epoch += 1
     bar.close()

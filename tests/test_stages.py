@@ -1,0 +1,131 @@
+"""Each pipeline stage on a scene the project renders itself (ground truth known)."""
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial import cKDTree
+
+from amodal3d_ros.complete import constrain, make_completer
+from amodal3d_ros.config import CompleteConfig, FuseConfig, PipelineConfig, PoseConfig
+from amodal3d_ros.fuse import fuse_object
+from amodal3d_ros.geometry import invert, transform_points
+from amodal3d_ros.mesh import mesh_from_occupancy, sample_surface
+from amodal3d_ros.metrics import occupancy, point_scores, score_object
+from amodal3d_ros.poses import estimate_poses
+from amodal3d_ros.scene import read_scene
+from amodal3d_ros.segment import DepthSegmenter, TargetNotFoundError
+from amodal3d_ros.segment.base import Target
+
+
+@pytest.fixture(scope="module")
+def segmentation(synthetic_scene):
+    scene = synthetic_scene.scene
+    poses = [f.T_world_camera for f in scene.frames]
+    return DepthSegmenter().segment(scene.frames, poses, scene.targets)
+
+
+def test_support_plane_is_the_table_top(synthetic_scene, segmentation):
+    plane = segmentation.plane
+    assert plane.normal[2] > 0.999
+    assert abs(-plane.offset - synthetic_scene.meta["table"]["top_z"]) < 0.004
+
+
+def test_target_mask_matches_ground_truth(synthetic_scene, segmentation):
+    target = synthetic_scene.scene.targets[0]
+    obj = segmentation.object(target.id)
+    value = next(o["instance_value"] for o in synthetic_scene.meta["objects"] if o["id"] == target.id)
+    for i, inst in enumerate(synthetic_scene.instance):
+        truth = inst == value
+        if truth.sum() < 50:
+            continue
+        mask = obj.masks.get(i, np.zeros_like(truth))
+        iou = (mask & truth).sum() / (mask | truth).sum()
+        assert iou > 0.75, f"frame {i}: mask IoU {iou:.2f}"
+
+
+def test_target_on_background_is_a_clear_error(synthetic_scene):
+    scene = synthetic_scene.scene
+    poses = [f.T_world_camera for f in scene.frames]
+    with pytest.raises(TargetNotFoundError, match="not on any segmented object"):
+        DepthSegmenter().segment(scene.frames, poses, [Target("nothing", 0, (2, 2))])
+
+
+def test_unposed_registration_recovers_relative_poses(synthetic_scene):
+    frames = synthetic_scene.scene.frames
+    poses, _ = estimate_poses(frames, PoseConfig())
+    for k in range(1, len(frames)):
+        truth = invert(frames[0].T_world_camera) @ frames[k].T_world_camera
+        error = invert(truth) @ poses[k]
+        angle = np.degrees(np.arccos(np.clip((np.trace(error[:3, :3]) - 1) / 2, -1, 1)))
+        assert np.linalg.norm(error[:3, 3]) < 0.015 and angle < 1.5, (k, error[:3, 3], angle)
+
+
+def test_evidence_agrees_with_ground_truth(synthetic_scene, segmentation):
+    scene = synthetic_scene.scene
+    target = scene.targets[0]
+    obj = segmentation.object(target.id)
+    ev = fuse_object(scene.frames, [f.T_world_camera for f in scene.frames], segmentation, obj, FuseConfig())
+    centres = transform_points(ev.T_world_grid, ev.centres().reshape(-1, 3))
+    inside = occupancy(synthetic_scene.gt_meshes[target.id], centres).reshape(ev.shape)
+    # Seen-through space is outside the object; the observed surface lies on it.
+    assert ev.free.sum() > 100 and ev.surface.sum() > 20
+    assert inside[ev.free & ~ev.surface].mean() < 0.02
+    surface_pts = centres.reshape(ev.shape + (3,))[ev.surface]
+    d = cKDTree(synthetic_scene.gt_meshes[target.id].sample(20000)).query(surface_pts)[0]
+    assert np.median(d) < 1.5 * ev.voxel
+    assert ev.below[:, :, 0].all() and not ev.below[:, :, -1].any()
+    assert ev.unknown.sum() > 0 and ev.views_used >= 1
+
+
+@pytest.mark.parametrize("method", ["extrusion", "hull"])
+def test_classical_completion_respects_evidence(synthetic_scene, segmentation, method):
+    scene = synthetic_scene.scene
+    obj = segmentation.object(scene.targets[0].id)
+    ev = fuse_object(scene.frames, [f.T_world_camera for f in scene.frames], segmentation, obj, FuseConfig())
+    completer = make_completer(CompleteConfig(method=method))
+    occ = constrain(completer.occupancy(ev, ev.shape[0]), ev)
+    assert occ.shape == ev.shape
+    assert occ[ev.empty & (ev.observed == 0)].max() == 0.0  # seen-through space stays empty
+    assert occ[ev.surface].min() >= 0.5  # observed surface stays occupied
+
+
+def test_mesh_of_a_sphere_is_watertight_and_metric():
+    r, n, size = 0.04, 48, 0.12
+    axis = (np.arange(n) + 0.5) * size / n - size / 2
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    occ = (np.sqrt(x ** 2 + y ** 2 + z ** 2) < r).astype(np.float32)
+    T = np.eye(4)
+    T[:3, 3] = [1.0, 2.0, 3.0]
+    v, f = mesh_from_occupancy(occ, np.array([-size / 2] * 3), size, T, smooth_sigma=0.8)
+    mesh = trimesh.Trimesh(v, f)
+    assert mesh.is_watertight
+    assert np.allclose(mesh.centroid, [1, 2, 3], atol=0.002)
+    assert abs(mesh.volume - 4 / 3 * np.pi * r ** 3) / (4 / 3 * np.pi * r ** 3) < 0.08
+    assert sample_surface(v, f, 500).shape == (500, 3)
+
+
+def test_metrics_on_known_shapes():
+    box = trimesh.creation.box(extents=[0.1, 0.1, 0.1])
+    same = score_object(box, box)
+    assert same.fscore_5mm > 0.99 and same.iou > 0.97 and same.chamfer_mm < 1.0
+    shifted = box.copy()
+    shifted.apply_translation([0.02, 0, 0])
+    moved = score_object(shifted, box)
+    assert 0.55 < moved.iou < 0.75  # 8 cm of 12 cm overlap: IoU 0.667
+    assert abs(moved.centroid_error_mm - 20.0) < 0.5
+    pts = box.sample(2000)
+    assert point_scores(pts + [0.02, 0, 0], pts).fscore_10mm < 0.8
+
+
+def test_reconstructor_end_to_end_on_rendered_scene(synthetic_scene_dir):
+    from amodal3d_ros.pipeline import Reconstructor
+    from amodal3d_ros.scene import read_ground_truth
+
+    scene = read_scene(synthetic_scene_dir)
+    result = Reconstructor(PipelineConfig.from_dict({"complete": {"method": "hull"}})).reconstruct_scene(scene)
+    obj = result.object(scene.targets[0].id)
+    gt = trimesh.load(read_ground_truth(synthetic_scene_dir)[obj.id], force="mesh")
+    mesh = trimesh.Trimesh(obj.vertices, obj.faces)
+    assert mesh.is_watertight
+    assert np.linalg.norm(mesh.centroid - gt.centroid) < 0.03
+    assert obj.views_used >= 1 and 0 < obj.visible_fraction <= 1 and 0 < obj.confidence <= 1
+    assert obj.occlusion_masks[0].any()  # the target is partly hidden in frame 0 by construction

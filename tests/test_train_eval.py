@@ -1,0 +1,93 @@
+"""Training data, the training loop (resume, torchrun with 2 gloo processes) and the benchmark."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from amodal3d_ros.complete.learned import LearnedCompleter, load_weights
+from amodal3d_ros.train.dataset import ShardDataset
+from amodal3d_ros.train.loop import TrainConfig, generate_data, train
+
+TINY = {
+    "data": {"scenes": 4, "seed": 5, "views": [1, 2], "objects": [2, 3], "width": 160, "height": 120,
+             "points_per_sample": 256, "scenes_per_shard": 2, "workers": 1},
+    "model": {"width": 8, "decoder_hidden": 16, "fourier_bands": 2},
+    "optim": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "threads": 1},
+    "fuse": {"voxels": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    cfg = json.loads(json.dumps(TINY))
+    cfg["out"] = str(folder / "run")
+    cfg["data"]["folder"] = str(folder / "data")
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_data_generation_is_resumable(tiny_config):
+    config = TrainConfig.from_yaml(tiny_config)
+    folder = generate_data(config, progress=False)
+    shards = sorted(folder.glob("shard_*.npz"))
+    assert len(shards) == 2
+    stamp = [s.stat().st_mtime for s in shards]
+    generate_data(config, progress=False)  # nothing left to do: shards untouched
+    assert [s.stat().st_mtime for s in shards] == stamp
+    data = ShardDataset(folder)
+    sample = data[0]
+    assert sample["evidence"].shape == (6, 16, 16, 16) and sample["points"].shape == (256, 3)
+    assert 0.0 < float(torch.as_tensor(data.arrays["inside"]).float().mean()) < 0.8
+
+
+def test_train_checkpoint_resume_and_weights(tiny_config):
+    config = TrainConfig.from_yaml(tiny_config)
+    generate_data(config, progress=False)
+    config.optim.steps = 2
+    train(config, progress=False)
+    state = torch.load(f"{config.out}/checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
+    config.optim.steps = 4
+    weights = train(config, progress=False)  # resumes at step 2
+    assert torch.load(f"{config.out}/checkpoint.pt", weights_only=True)["step"] == 4
+    log = [json.loads(line) for line in open(f"{config.out}/train_log.jsonl")]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
+    model, meta = load_weights(weights)
+    assert meta["steps"] == 4 and meta["model_config"]["width"] == 8 and meta["data_split"] == "train"
+    assert LearnedCompleter(weights).model is not None
+
+
+def test_torchrun_two_gloo_processes(tiny_config, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(29500 + os.getpid() % 1000),
+                           "-m", "amodal3d_ros.train.command", "--config", str(tiny_config), "--out", str(out),
+                           "--steps", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "completion.json").read_text())
+    assert meta["world_size"] == 2 and meta["steps"] == 2
+
+
+def test_eval_writes_report(tmp_path):
+    from amodal3d_ros.cli import main
+
+    bench = tmp_path / "bench"
+    code = main(["eval", "--bench", str(bench), "--scenes", "1", "--methods", "visible,extrusion,hull",
+                 "--views", "1,2", "--out", str(tmp_path / "docs"), "--name", "tiny"])
+    assert code == 0
+    report = json.loads((tmp_path / "docs" / "tiny.json").read_text())
+    methods = report["aggregate"]["by_method"]
+    assert set(methods) == {"visible", "extrusion", "hull"}
+    assert methods["hull"]["fscore_10mm"] > 0.3 and methods["hull"]["iou"] is not None
+    assert (tmp_path / "docs" / "tiny.png").stat().st_size > 1000
+    assert "| hull |" in (tmp_path / "docs" / "tiny.md").read_text()
+    # only validation-split objects in the benchmark
+    meta = json.loads(next(bench.glob("*/gt/meta.json")).read_text())
+    assert all(int(o["source"][:3]) % 2 == 1 and int(o["source"][:3]) < 30 for o in meta["objects"])
