@@ -21,20 +21,56 @@ def pair_scene():
     return generate_scene(2, SynthConfig(width=640, height=480, **PAIR))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: wide-baseline SGBM on the synthetic textures has a ~1 cm "
-                   "systematic depth bias and gross outliers (see the stage report)")
-def test_stereo_depth_agrees_with_rendered_depth(pair_scene):
+@pytest.fixture(scope="module")
+def multiview_scene():
+    """Four posed RGB-D views (train split) as in the benchmark, with ground truth."""
+    from amodal3d_ros.synth import SynthConfig, generate_scene
+
+    return generate_scene(100, SynthConfig(n_views=4, split="train"))
+
+
+def test_plane_sweep_geometry_matches_renderer(multiview_scene):
+    """At the rendered depth the sweep samples each source view where the renderer's ray went:
+    the pixel-centre convention of the sweep matches the renderer's."""
+    from amodal3d_ros.geometry import backproject, invert, project, transform_points
+    from amodal3d_ros.stereo.sweep import _Source
+
+    f0, f1 = multiview_scene.scene.frames[:2]
+    v, u = np.argwhere(f0.depth > 0)[len(np.argwhere(f0.depth > 0)) // 2]
+    world = transform_points(f0.T_world_camera, backproject(f0.depth, f0.K)[v, u][None])
+    uv, _ = project(f1.K, transform_points(invert(f1.T_world_camera), world))
+    src = _Source(np.zeros((f1.height, f1.width), np.float32), f1.K, f1.T_world_camera, f0.K, f0.T_world_camera,
+                  (f0.height, f0.width))
+    p = src.A[v, u] + src.b / f0.depth[v, u]
+    assert np.allclose(p[:2] / p[2], uv[0], atol=1e-2)
+
+
+@pytest.mark.xfail(strict=False, reason="issue 4 open: on the smooth synthetic textures (camera-attached lighting) "
+                   "the plane sweep fills too few pixels and some scenes keep gross outliers")
+def test_stereo_depth_agrees_with_rendered_depth(multiview_scene):
+    scene = drop_depth(multiview_scene.scene)
+    frames, _ = complete_depth(scene.frames, [f.T_world_camera for f in scene.frames])
+    for f, truth_frame in zip(frames, multiview_scene.scene.frames):
+        depth, truth = f.depth, truth_frame.depth
+        valid = (depth > 0) & (truth > 0)
+        assert valid.mean() > 0.2, f"only {valid.mean():.0%} of the pixels got a stereo depth"
+        error = np.abs(depth[valid] - truth[valid])
+        assert np.median(error) < 0.01, f"median stereo depth error {1000 * np.median(error):.1f} mm"
+        assert np.mean(error > 0.03) < 0.05, f"{np.mean(error > 0.03):.1%} gross (> 3 cm) errors"
+
+
+def test_pair_depth_is_metric_where_filled(pair_scene):
+    """Two views only: few pixels, but the ones filled are mostly right (no systematic bias)."""
     f0, f1 = pair_scene.scene.frames
     depth = pair_depth(drop_depth(pair_scene.scene).frames[0], f0.T_world_camera, f1, f1.T_world_camera)
     truth = f0.depth
     valid = (depth > 0) & (truth > 0)
-    assert valid.mean() > 0.2, f"only {valid.mean():.0%} of the pixels got a stereo depth"
-    error = np.abs(depth[valid] - truth[valid])
-    assert np.median(error) < 0.01, f"median stereo depth error {1000 * np.median(error):.1f} mm"
+    assert valid.sum() > 500
+    assert abs(np.median(depth[valid] - truth[valid])) < 0.005
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: wide-baseline SGBM on the synthetic textures has a ~1 cm "
-                   "systematic depth bias and gross outliers (see the stage report)")
+@pytest.mark.xfail(strict=False, reason="issue 4 open: sparse stereo depth can leave the target pixel unfilled "
+                   "(TargetNotFoundError) or the object fragmented")
 def test_rgb_only_posed_scene_reconstructs_target(pair_scene):
     from amodal3d_ros.pipeline import Reconstructor
 
