@@ -11,6 +11,14 @@ import numpy as np
 RESULT_FORMAT_VERSION = 1
 
 
+def write_point_cloud(path: Path, points: np.ndarray) -> None:
+    """Binary little-endian PLY of xyz float32 vertices (empty clouds too, which trimesh refuses)."""
+    pts = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(pts)}\n"
+              "property float x\nproperty float y\nproperty float z\nend_header\n")
+    Path(path).write_bytes(header.encode("ascii") + pts.tobytes())
+
+
 @dataclass
 class ReconstructedObject:
     id: str
@@ -32,15 +40,17 @@ class ReconstructedObject:
     occlusion_masks: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (H, W) bool, hidden part
 
     def write(self, folder: Path, fmt: str = "ply") -> list[Path]:
-        """Write ``<id>.<fmt>`` (mesh) and ``<id>_cloud.ply`` into ``folder``."""
+        """Write ``<id>.<fmt>`` (mesh), ``<id>_cloud.ply`` and ``<id>_visible.ply`` into ``folder``."""
         import trimesh
 
         folder.mkdir(parents=True, exist_ok=True)
         mesh_path = folder / f"{self.id}.{fmt}"
         cloud_path = folder / f"{self.id}_cloud.ply"
+        visible_path = folder / f"{self.id}_visible.ply"
         trimesh.Trimesh(self.vertices, self.faces, process=False).export(mesh_path)
-        trimesh.PointCloud(self.cloud).export(cloud_path)
-        return [mesh_path, cloud_path]
+        write_point_cloud(cloud_path, self.cloud)
+        write_point_cloud(visible_path, self.visible_points)
+        return [mesh_path, cloud_path, visible_path]
 
 
 @dataclass
@@ -70,6 +80,7 @@ class Reconstruction:
                 "id": obj.id,
                 "mesh": f"objects/{obj.id}.ply",
                 "cloud": f"objects/{obj.id}_cloud.ply",
+                "visible": f"objects/{obj.id}_visible.ply",
                 "visible_fraction": round(float(obj.visible_fraction), 4),
                 "views_used": int(obj.views_used),
                 "seconds": round(float(obj.seconds), 4),
