@@ -24,8 +24,9 @@ class SegmentConfig:
     sam_checkpoint: str = ""  # path to a vit_b / vit_l / vit_h checkpoint (method "sam")
     sam_model_type: str = "vit_b"
     plane_distance: float = 0.008  # m, RANSAC inlier distance for the support plane
-    min_height: float = 0.006  # m above the support plane for a point to belong to an object
-    depth_edge: float = 0.012  # m, depth jump (at 1 m, grows with z^2) that separates objects
+    min_height: float = 0.004  # m above the support plane for a point to belong to an object
+    depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
+    color_edge: float = 20.0  # CIE Lab difference of neighbouring pixels that separates objects (0: off)
     min_object_pixels: int = 150  # smaller segments are noise
     max_object_size: float = 0.5  # m, larger clusters are not graspable objects
     association_distance: float = 0.015  # m, depth agreement of one object seen from two views

@@ -23,18 +23,18 @@ from .cli import add_pipeline_arguments, pipeline_config
 from .complete import make_completer
 from .config import CompleteConfig
 from .metrics import ShapeScores, score_object, score_points, visible_surface_mask
-from .scene import Scene, read_ground_truth, read_scene
+from .scene import Scene, drop_depth, read_ground_truth, read_scene
 
 VIEW_COUNTS = (1, 2, 4)
 METRICS = ("fscore_5mm", "fscore_10mm", "chamfer_mm", "iou", "hidden_recall_10mm", "hidden_chamfer_mm")
 
 
-def build_benchmark(folder: Path, scenes: int, seed: int, rgb_only: bool = False, progress: bool = True) -> list[Path]:
-    """Render (or reuse) the benchmark scenes: val split, 4 views, 640x480."""
+def build_benchmark(folder: Path, scenes: int, seed: int, progress: bool = True) -> list[Path]:
+    """Render (or reuse) the benchmark scenes: val split, 4 views, 640x480, RGB-D."""
     from .synth import SynthConfig
     from .synth.write import generate_dataset
 
-    config = SynthConfig(split="val", n_views=4, n_objects=(3, 6), depth=not rgb_only)
+    config = SynthConfig(split="val", n_views=4, n_objects=(3, 6))
     generate_dataset(folder, scenes, seed, config, progress=progress)
     return sorted(p for p in folder.iterdir() if (p / "scene.json").is_file())
 
@@ -63,7 +63,8 @@ def hidden_mask_fn(folder: Path, scene: Scene):
 
 
 def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIEW_COUNTS,
-             progress: bool = True) -> dict:
+             rgb_only: bool = False, progress: bool = True) -> dict:
+    """Score every method on every scene and view count; ``rgb_only`` drops the depth images."""
     from .pipeline import Reconstructor
 
     reconstructor = Reconstructor(config)
@@ -73,6 +74,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
     bar = tqdm(total=len(scene_dirs) * len(view_counts), desc="benchmark", disable=not progress)
     for folder in scene_dirs:
         full = read_scene(folder)
+        if rgb_only:
+            full = drop_depth(full)
         gt_paths = read_ground_truth(folder)
         visibility = json.loads((folder / "gt" / "visibility.json").read_text())["targets"]
         for views in view_counts:
@@ -84,8 +87,14 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             t0 = time.perf_counter()
             try:
                 prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame)
-            except ValueError as exc:
-                rows.append({"scene": folder.name, "views": views, "error": str(exc)})
+            except (ValueError, RuntimeError) as exc:  # e.g. RGB-only target without depth
+                # A failed scene scores zero for every method, so failures are not hidden.
+                for target in scene.targets:
+                    for name in methods:
+                        rows.append({"scene": folder.name, "object": target.id, "views": views, "method": name,
+                                     "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
+                                     "error": str(exc), "fscore_5mm": 0.0, "fscore_10mm": 0.0, "iou": 0.0,
+                                     "hidden_recall_10mm": 0.0, "chamfer_mm": None, "hidden_chamfer_mm": None})
                 bar.update()
                 continue
             prep_seconds = time.perf_counter() - t0
@@ -135,6 +144,7 @@ def aggregate(rows: list[dict], methods: list[str], view_counts=VIEW_COUNTS) -> 
         per_view = [{k: _mean(r[k] for r in mine if r["views"] == v) for k in METRICS} for v in view_counts]
         out["by_method"][m] = {k: _mean(p[k] for p in per_view) for k in METRICS}
         out["by_method"][m]["objects"] = len(mine)
+        out["by_method"][m]["failures"] = sum(1 for r in mine if "error" in r)
         for v, p in zip(view_counts, per_view):
             out["by_views"][m][str(v)] = p
         for occ in sorted({r["occlusion"] for r in mine}):
@@ -153,11 +163,11 @@ def _fmt(v, digits=3):
 def markdown(report: dict, title: str) -> str:
     agg = report["aggregate"]
     lines = [f"## {title}", "", "| method | F@5mm | F@10mm | Chamfer-L1 (mm) | IoU | hidden recall@10mm | "
-             "hidden Chamfer (mm) | objects | median s/object |", "|---|---|---|---|---|---|---|---|---|"]
+             "hidden Chamfer (mm) | objects (failed) | median s/object |", "|---|---|---|---|---|---|---|---|---|"]
     for m, s in agg["by_method"].items():
         lines.append(f"| {m} | {_fmt(s['fscore_5mm'])} | {_fmt(s['fscore_10mm'])} | {_fmt(s['chamfer_mm'], 1)} | "
                      f"{_fmt(s['iou'])} | {_fmt(s['hidden_recall_10mm'])} | {_fmt(s['hidden_chamfer_mm'], 1)} | "
-                     f"{s['objects']} | {_fmt(s.get('median_seconds_complete'), 2)} |")
+                     f"{s['objects']} ({s['failures']}) | {_fmt(s.get('median_seconds_complete'), 2)} |")
     lines += ["", "By number of views (F@5mm / IoU / hidden Chamfer mm):", "",
               "| method | " + " | ".join(f"{v} view{'s' if v > 1 else ''}" for v in VIEW_COUNTS) + " |",
               "|---|" + "---|" * len(VIEW_COUNTS)]
@@ -208,7 +218,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="visible,extrusion,hull,learned",
                         help="comma-separated: visible, extrusion, hull, learned")
     parser.add_argument("--views", default="1,2,4", help="view counts to score")
-    parser.add_argument("--rgb-only", action="store_true", help="drop depth: score the RGB-only path")
+    parser.add_argument("--rgb-only", action="store_true",
+                        help="drop the depth images: score the RGB-only path on the same scenes")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where JSON, markdown and plots go")
     parser.add_argument("--name", default="benchmark", help="file stem of the outputs")
     add_pipeline_arguments(parser)
@@ -216,11 +227,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = pipeline_config(args)
-    scene_dirs = build_benchmark(args.bench, args.scenes, args.seed, rgb_only=args.rgb_only)
+    scene_dirs = build_benchmark(args.bench, args.scenes, args.seed)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     views = tuple(int(v) for v in args.views.split(","))
     started = time.time()
-    report = evaluate(scene_dirs, config, methods, views)
+    report = evaluate(scene_dirs, config, methods, views, rgb_only=args.rgb_only)
     report["meta"] = {"scenes": len(scene_dirs), "seed": args.seed, "bench": str(args.bench), "methods": methods,
                       "views": list(views), "rgb_only": args.rgb_only, "seconds": round(time.time() - started, 1),
                       "split": "val (YCB odd < 30)"}

@@ -41,8 +41,10 @@ class DepthSegmenter:
         plane = find_support_plane(sample, up_hint, centres, cfg.plane_distance, max_tilt)
 
         labels, region_images, seg_points, seg_colors, seg_frames, seg_ids = [], [], [], [], [], []
+        heights = []
         for i, (f, w, m) in enumerate(zip(frames, world, valid)):
             height = plane.height(w.reshape(-1, 3)).reshape(m.shape)
+            heights.append(height)
             regions = self._regions(f, height, m)
             region_images.append(regions)
             labels.append(np.where(m & (np.abs(height) < cfg.plane_distance), SUPPORT_LABEL, 0).astype(np.int32))
@@ -84,8 +86,38 @@ class DepthSegmenter:
             obj.colors = np.concatenate(col_by_obj[k]) if col_by_obj[k] else np.zeros((0, 3), np.uint8)
 
         seg = SceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=[])
+        for t in targets:
+            if nearest_label(labels[t.frame], t.pixel) <= 0:
+                self._add_flat_target(seg, frames[t.frame], t, heights[t.frame], world[t.frame], valid[t.frame])
         assign_targets(seg, targets)
         return seg
+
+    def _add_flat_target(self, seg: SceneSegmentation, frame: Frame, target: Target, height: np.ndarray,
+                         world: np.ndarray, valid: np.ndarray) -> None:
+        """A target too flat to rise above the depth noise (a plate, a sheet): its colour region.
+
+        The region around the target pixel bounded by chroma edges becomes an object, unless it is
+        as large as a table top.
+        """
+        cfg = self.config
+        labels = seg.labels[target.frame]
+        free = valid & (height > -cfg.plane_distance) & (height < cfg.max_object_size) & (labels <= 0)
+        if cfg.color_edge > 0:
+            free &= ~color_edges(frame.rgb, cfg.color_edge)
+        n, regions = cv2.connectedComponents(free.astype(np.uint8), connectivity=4)
+        u, v = target.pixel
+        region = nearest_label(regions, (u, v), radius=6)
+        if region <= 0:
+            return
+        mask = regions == region
+        min_pixels = max(20, int(cfg.min_object_pixels * mask.size / (640 * 480)))
+        if not min_pixels <= mask.sum() <= 0.15 * mask.size:
+            return
+        seg.objects.append(SegmentedObject(id=f"object_{len(seg.objects)}", masks={target.frame: mask},
+                                           points=world[mask], colors=frame.rgb[mask]))
+        labels[mask] = len(seg.objects)
+        seg.warnings.append(f"target '{target.id}' is flat (no depth above the support): segmented by colour "
+                            "in one view")
 
     # ------------------------------------------------------------------ internals
     def _regions(self, frame: Frame, height: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -101,6 +133,8 @@ class DepthSegmenter:
             neighbour = np.roll(depth, shift=(-dv, -du), axis=(0, 1))
             nvalid = np.roll(valid, shift=(-dv, -du), axis=(0, 1))
             edge |= nvalid & (depth - neighbour > jump)
+        if cfg.color_edge > 0:
+            edge |= color_edges(frame.rgb, cfg.color_edge)
         core = (above & ~edge).astype(np.uint8)
         core = cv2.morphologyEx(core, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         n, regions, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
@@ -124,6 +158,21 @@ class DepthSegmenter:
             regions = np.where(take, grown, regions)
             pending &= ~take
         return regions
+
+
+def color_edges(rgb: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels whose chroma (CIE a*b*, lightly blurred) differs from a neighbour's by ``threshold``.
+
+    Objects that touch show no depth jump where they meet, but their surfaces rarely share a
+    colour. Lightness is left out: shading (a mug's dark inside, a shadow) changes it within one
+    object.
+    """
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
+    edge = np.zeros(rgb.shape[:2], bool)
+    for dv, du in ((0, 1), (1, 0)):
+        diff = np.linalg.norm(lab - np.roll(lab, shift=(-dv, -du), axis=(0, 1)), axis=2) > threshold
+        edge |= diff | np.roll(diff, shift=(dv, du), axis=(0, 1))
+    return edge
 
 
 def assign_targets(seg: SceneSegmentation, targets: Sequence[Target]) -> None:
