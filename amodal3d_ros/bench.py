@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.scenes:
         scene = read_scene(folder)
         prepare, complete = [], {m: [] for m in methods}
-        per_object = {m: [] for m in methods}
+        per_object, evidence_to_mesh = {m: [] for m in methods}, {m: [] for m in methods}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame)
@@ -55,15 +55,23 @@ def run(args: argparse.Namespace) -> int:
                 result = reconstructor.complete(prepared, completer)
                 complete[m].append(time.perf_counter() - t1)
                 per_object[m] += [o.seconds for o in result.objects]
+                for evidence in prepared.evidence.values():
+                    t2 = time.perf_counter()
+                    reconstructor.mesh_evidence(evidence, completer)
+                    evidence_to_mesh[m].append(time.perf_counter() - t2)
         entry = {"views": len(scene.frames), "objects": len(prepared.evidence),
                  "prepare_median_s": float(np.median(prepare))}
         for m in methods:
             entry[f"{m}_complete_median_s"] = float(np.median(complete[m]))
             entry[f"{m}_per_object_median_s"] = float(np.median(per_object[m])) if per_object[m] else None
+            entry[f"{m}_evidence_to_mesh_median_s"] = (float(np.median(evidence_to_mesh[m]))
+                                                       if evidence_to_mesh[m] else None)
         figures["scenes"][folder.name] = entry
         print(f"{folder.name}: views={entry['views']} objects={entry['objects']} "
               f"prepare={entry['prepare_median_s']:.2f}s " +
-              " ".join(f"{m}={entry[f'{m}_per_object_median_s'] or float('nan'):.3f}s/object" for m in methods))
+              " ".join(f"{m}={entry[f'{m}_per_object_median_s'] or float('nan'):.3f}s/object "
+                       f"(evidence->mesh {entry[f'{m}_evidence_to_mesh_median_s'] or float('nan'):.3f}s)"
+                       for m in methods))
     if len(methods) > 1:
         base = methods[0]
         for m in methods[1:]:

@@ -141,15 +141,19 @@ class Reconstructor:
         completer = completer or self.completer
         return constrain(completer.occupancy(evidence, self.config.complete.resolution), evidence)
 
-    def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
-        frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
-        evidence = prepared.evidence[obj.id]
+    def mesh_evidence(self, evidence: EvidenceGrid, completer=None) -> tuple[np.ndarray, np.ndarray]:
+        """Evidence in, completed world-frame mesh (vertices, faces) out."""
         occupancy = self.complete_evidence(evidence, completer)
-        vertices, faces = mesh_from_occupancy(
+        return mesh_from_occupancy(
             occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
             level=self.config.complete.threshold,
             smooth_sigma=self.config.mesh.smooth_sigma * occupancy.shape[0] / evidence.shape[0],
             keep_near=evidence.visible_points)
+
+    def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
+        frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
+        evidence = prepared.evidence[obj.id]
+        vertices, faces = self.mesh_evidence(evidence, completer)
         if len(faces) == 0:
             raise ValueError("completion produced an empty shape")
         cloud = sample_surface(vertices, faces, self.config.mesh.cloud_points)

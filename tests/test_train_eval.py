@@ -91,3 +91,16 @@ def test_eval_writes_report(tmp_path):
     # only validation-split objects in the benchmark
     meta = json.loads(next(bench.glob("*/gt/meta.json")).read_text())
     assert all(int(o["source"][:3]) % 2 == 1 and int(o["source"][:3]) < 30 for o in meta["objects"])
+
+
+def test_bench_prints_and_writes_figures(tmp_path, samples_dir, capsys):
+    from amodal3d_ros.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(samples_dir / "sample1_posed_v4"), "--repeats", "1", "--methods", "extrusion,hull",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    entry = figures["scenes"]["sample1_posed_v4"]
+    assert entry["prepare_median_s"] > 0 and entry["hull_evidence_to_mesh_median_s"] > 0
+    assert figures["ratio_hull_over_extrusion"] > 0
+    assert "evidence->mesh" in capsys.readouterr().out
