@@ -52,7 +52,7 @@ class FuseConfig:
 
 @dataclass
 class CompleteConfig:
-    method: str = "hull"  # "learned", "extrusion", "hull", "visible"
+    method: str = "learned"  # "learned" (shipped model), "extrusion", "hull", "visible"
     weights: str = ""  # empty: the shipped model
     resolution: int = 64  # occupancy queries along each axis at meshing time
     threshold: float = 0.5
