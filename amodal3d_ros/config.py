@@ -44,7 +44,7 @@ class PoseConfig:
 class FuseConfig:
     voxels: int = 32  # evidence grid cells along each axis (a multiple of 8 for the learned model)
     margin: float = 0.35  # grid extends the visible extent by this fraction for hidden parts
-    min_margin: float = 0.03  # m, at least this much room around the visible points
+    min_margin: float = 0.05  # m, at least this much room around the visible points (chosen on validation scenes)
     surface_band: float = 1.5  # voxels, |sdf| band counted as observed surface
     min_voxel: float = 0.002  # m
     max_voxel: float = 0.02  # m
