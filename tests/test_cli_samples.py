@@ -74,3 +74,19 @@ def test_unposed_matches_posed_up_to_frame0(samples_dir):
         centre_shift = np.linalg.norm(a_in_cam0.mean(0) - b.cloud.mean(0))
         assert centre_shift < 0.01, f"centres differ by {centre_shift * 1000:.1f} mm"
         assert scores.fscore_10mm > 0.85 and scores.chamfer_mm < 5.0
+
+
+def test_one_bad_target_does_not_lose_the_others(samples_dir, tmp_path):
+    scene_json = json.loads((samples_dir / "sample1_posed_v4" / "scene.json").read_text())
+    scene_json["targets"].append({"id": "on_the_table", "frame": 0, "pixel": [20, 470]})
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    (scene / "scene.json").write_text(json.dumps(scene_json))
+    for sub in ("rgb", "depth"):
+        (scene / sub).symlink_to(samples_dir / "sample1_posed_v4" / sub)
+    proc = subprocess.run([sys.executable, "-m", "amodal3d_ros.cli", "reconstruct", str(scene), "--out",
+                           str(tmp_path / "out"), "--method", "extrusion"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # a requested target is missing ...
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert [o["id"] for o in result["objects"]] == ["obj0"]  # ... but the others are kept
+    assert any("on_the_table" in w for w in result["warnings"])

@@ -176,14 +176,19 @@ def color_edges(rgb: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def assign_targets(seg: SceneSegmentation, targets: Sequence[Target]) -> None:
-    """Rename the objects that targets point at to the target ids; raises for a target on nothing."""
+    """Rename the objects that targets point at to the target ids.
+
+    A target on nothing is reported in ``seg.warnings`` and the others go on; only when no target
+    lands on an object is that an error.
+    """
     claimed: dict[int, str] = {}
+    missing = []
     for t in targets:
         k = nearest_label(seg.labels[t.frame], t.pixel)
         if k <= 0:
-            raise TargetNotFoundError(
-                f"target '{t.id}': pixel {list(t.pixel)} in frame {t.frame} is not on any segmented object "
-                "(on the support surface, background or missing depth)")
+            missing.append(f"target '{t.id}': pixel {list(t.pixel)} in frame {t.frame} is not on any segmented "
+                           "object (on the support surface, background or missing depth)")
+            continue
         if k - 1 in claimed:
             seg.warnings.append(f"targets '{claimed[k - 1]}' and '{t.id}' point at the same object")
             # A second target on the same object gets its own copy, so both ids appear in the output.
@@ -194,3 +199,6 @@ def assign_targets(seg: SceneSegmentation, targets: Sequence[Target]) -> None:
         claimed[k - 1] = t.id
         seg.objects[k - 1].id = t.id
         seg.objects[k - 1].is_target = True
+    if missing and len(missing) == len(targets):
+        raise TargetNotFoundError("; ".join(missing))
+    seg.warnings.extend(missing)
