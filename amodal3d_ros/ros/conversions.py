@@ -377,38 +377,37 @@ def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, n
     out.markers.append(clear)
     for i, obj in enumerate(objects):
         r, g, b = (float(c) / 255.0 for c in object_color(i))
-        mesh = Marker()
-        mesh.header = header
-        mesh.ns = f"{ns}/meshes"
-        mesh.id = i
-        mesh.type = Marker.TRIANGLE_LIST
-        mesh.action = Marker.ADD
-        mesh.pose.orientation.w = 1.0
+        mesh = _new_marker(header, f"{ns}/meshes", i, Marker.TRIANGLE_LIST)
         mesh.scale = Vector3(x=1.0, y=1.0, z=1.0)
         mesh.color = ColorRGBA(r=r, g=g, b=b, a=float(alpha))
         tri = np.asarray(obj.vertices, dtype=np.float64)[np.asarray(obj.faces, dtype=np.int64).reshape(-1)]
         mesh.points = [Point(x=a, y=b_, z=c) for a, b_, c in tri.tolist()]
         out.markers.append(mesh)
 
-        text = Marker()
-        text.header = header
-        text.ns = f"{ns}/labels"
-        text.id = i
-        text.type = Marker.TEXT_VIEW_FACING
-        text.action = Marker.ADD
+        text = _new_marker(header, f"{ns}/labels", i, Marker.TEXT_VIEW_FACING)
         v = np.asarray(obj.vertices).reshape(-1, 3)
         top = v.mean(axis=0) if len(v) else np.zeros(3)
         if len(v):
             top = top.copy()
             top[2] = v[:, 2].max() + 0.03  # above the object (world z up for posed scenes)
         text.pose.position = Point(x=float(top[0]), y=float(top[1]), z=float(top[2]))
-        text.pose.orientation.w = 1.0
         text.scale.z = 0.025
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         label = f"{obj.id}" + (f" ({obj.label})" if obj.label and obj.label != obj.id else "")
         text.text = f"{label} vis {obj.visible_fraction:.0%} conf {obj.confidence:.2f}"
         out.markers.append(text)
     return out
+
+
+def _new_marker(header, ns: str, marker_id: int, marker_type: int) -> Marker:
+    marker = Marker()
+    marker.header = header
+    marker.ns = ns
+    marker.id = marker_id
+    marker.type = marker_type
+    marker.action = Marker.ADD
+    marker.pose.orientation.w = 1.0
+    return marker
 
 
 def draw_debug_image(rgb: np.ndarray, objects: Sequence[ReconstructedObject], frame_index: int,
