@@ -131,10 +131,18 @@ class Player(Node):
 
     # ------------------------------------------------------------------ rosbag
     def play_bag(self, path: Path) -> None:
-        from rclpy.serialization import deserialize_message
-        from rosbags.rosbag2 import Reader
+        from rosbags.rosbag2 import Reader, ReaderError
 
-        with Reader(path) as reader:
+        try:
+            self._play_bag(path, Reader(path))
+        except ReaderError as exc:  # rosbags' own message names no file ("File magic is invalid.")
+            raise ValueError(f"{path}: not a readable ROS 2 bag (MCAP .mcap, sqlite3 .db3 or a rosbag2 "
+                             f"folder): {exc}") from None
+
+    def _play_bag(self, path: Path, reader) -> None:
+        from rclpy.serialization import deserialize_message
+
+        with reader:
             conns = {}
             for c in reader.connections:
                 for name in BAG_STREAMS:
