@@ -218,3 +218,13 @@ def test_player_rejects_a_bag_without_camera_topics(tmp_path):
                     tmp_path, timeout=60)
     assert code == 1 and "Traceback" not in log, log
     assert "[player] error: ValueError" in log and "no topic ending in rgb/image" in log, log
+
+
+def test_demo_refuses_missing_inputs_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    for flag in ("--bag", "--scene"):
+        proc = subprocess.run([sys.executable, "-m", "amodal3d_ros.cli", "demo", flag, str(tmp_path / "nothing"),
+                               "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr

@@ -56,6 +56,11 @@ def check_output(out: Path) -> tuple[bool, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Check inputs before starting a graph that would otherwise wait for the recorder's timeout.
+    if args.bag and not Path(args.bag).exists():
+        raise FileNotFoundError(f"--bag {args.bag}: no such file or rosbag2 folder")
+    if args.scene and not (Path(args.scene) / "scene.json").is_file():
+        raise FileNotFoundError(f"--scene {args.scene}: not a scene folder (no scene.json)")
     out = Path(args.out).resolve()
     for stale in ("result.json", "report.png"):
         (out / stale).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -59,6 +60,7 @@ class Player(Node):
         self.wait_timeout = float(p("wait_timeout", 30.0).value)
         self.reconstruct_timeout = float(p("reconstruct_timeout", 600.0).value)
         self.exit_when_done = bool(p("exit_when_done", True).value)
+        self.images_published = 0  # colour frames sent, to know when the node has them all
         if self.rate <= 0 or self.repeat < 1 or self.depth_encoding not in ("16UC1", "32FC1"):
             raise ValueError("rate must be > 0, repeat >= 1, depth_encoding 16UC1 or 32FC1")
         # Reliable writers: they match best-effort and reliable readers alike, and deliver every
@@ -119,6 +121,7 @@ class Player(Node):
                 if frame.depth is not None:
                     self.pubs["depth/image"].publish(conv.depth_to_image(frame.depth, self.depth_encoding, header))
                 self.pubs["rgb/image"].publish(conv.numpy_to_image(frame.rgb, "rgb8", header))
+                self.images_published += 1
                 if r == 0 and self.publish_targets:
                     for t in scene.targets:
                         if t.frame == i:
@@ -163,14 +166,42 @@ class Player(Node):
                     self.sleep(delay)
                 name = conns[conn.id]
                 self.pubs[name].publish(deserialize_message(raw, BAG_STREAMS[name]))
+                self.images_published += name == "rgb/image"
 
     # ------------------------------------------------------------------ service
+    def wait_until_node_has_frames(self, expected: int, settle: float = 1.0) -> None:
+        """Wait (bounded) until the node's /diagnostics count every published frame as handled.
+
+        A busy node can lag seconds behind the player; asking for the reconstruction before it has
+        the frames would reconstruct from fewer views, or from none.
+        """
+        handled = [0]
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.endswith(": inputs"):
+                    values = {kv.key: kv.value for kv in status.values}
+                    try:
+                        handled[0] = int(values.get("synced received", 0)) + int(values.get("dropped frames", 0))
+                    except ValueError:
+                        pass
+
+        sub = self.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        deadline = time.monotonic() + self.wait_timeout
+        while rclpy.ok() and handled[0] < expected and time.monotonic() < deadline:
+            rclpy.spin_once(self, timeout_sec=0.1)
+        if handled[0] < expected:
+            self.get_logger().warning(f"the node reports {handled[0]} of {expected} frames after "
+                                      f"{self.wait_timeout:.0f} s; reconstructing anyway")
+        self.destroy_subscription(sub)
+        self.sleep(settle)  # the last frame's keyframe decision follows its synchronisation
+
     def call_reconstruct(self) -> bool:
         client = self.create_client(Trigger, self.reconstruct_service)
         if not client.wait_for_service(timeout_sec=self.wait_timeout):
             self.get_logger().error(f"service {client.srv_name} not available")
             return False
-        self.sleep(0.5)  # let the last frames reach the node
+        self.wait_until_node_has_frames(self.images_published)
         self.get_logger().info(f"calling {client.srv_name}")
         t0 = time.monotonic()
         future = client.call_async(Trigger.Request())
