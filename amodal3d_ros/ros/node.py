@@ -28,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -39,6 +39,7 @@ from amodal3d_ros.config import ConfigError, PipelineConfig
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
 from amodal3d_ros.ros.keyframes import Keyframe, KeyframeSelector
+from amodal3d_ros.ros.process import RosProcess
 from amodal3d_ros.ros.settings import NODE_PARAMETERS, all_parameter_defaults, split_parameters
 from amodal3d_ros.ros.sync import ApproximateTimeSync
 from amodal3d_ros.scene import Frame, SceneFormatError, Target
@@ -762,27 +763,17 @@ class Amodal3dNode(LifecycleNode):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    code = 0
-    try:
-        node = Amodal3dNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        node.autostart()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ConfigError as exc:
-        print(f"[amodal3d] invalid parameters: {exc}", file=sys.stderr)
-        code = 2
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
+    with RosProcess(argv) as proc:
+        try:
+            node = proc.own(Amodal3dNode())
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            node.autostart()
+            executor.spin()
+        except ConfigError as exc:
+            print(f"[amodal3d] invalid parameters: {exc}", file=sys.stderr)
+            return 2
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,13 +25,13 @@ from typing import Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
+from amodal3d_ros.ros.process import STOP_SIGNALS, RosProcess
 from amodal3d_ros.scene import read_scene
 
 try:
@@ -216,30 +216,24 @@ class Player(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
     code = 0
-    try:
-        node = Player()
-        if node.bag_path:
-            node.play_bag(Path(node.bag_path))
-        else:
-            node.play_scene(Path(node.scene_path) if node.scene_path else EXAMPLE_SCENE)
-        if node.reconstruct_service:
-            code = 0 if node.call_reconstruct() else 1
-        if not node.exit_when_done:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback, for bad input
-        print(f"[player] error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with RosProcess(argv) as proc:
+        try:
+            node = proc.own(Player())
+            if node.bag_path:
+                node.play_bag(Path(node.bag_path))
+            else:
+                node.play_scene(Path(node.scene_path) if node.scene_path else EXAMPLE_SCENE)
+            if node.reconstruct_service:
+                code = 0 if node.call_reconstruct() else 1
+            if not node.exit_when_done:
+                rclpy.spin(node)
+        except STOP_SIGNALS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback, for bad input
+            print(f"[player] error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

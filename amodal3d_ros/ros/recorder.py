@@ -18,13 +18,13 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from amodal3d_ros.result import ReconstructedObject, Reconstruction
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
+from amodal3d_ros.ros.process import RosProcess
 
 
 def _look_at(eye, target, up) -> np.ndarray:
@@ -171,11 +171,9 @@ class Recorder(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
     node = None
-    code = 1
-    try:
-        node = Recorder()
+    with RosProcess(argv) as proc:
+        node = proc.own(Recorder())
         t0 = time.monotonic()
         while rclpy.ok() and node.received < node.count:
             rclpy.spin_once(node, timeout_sec=0.1)
@@ -183,15 +181,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if time.monotonic() - t0 > node.timeout:
                 node.get_logger().error(f"timeout: {node.received}/{node.count} results after {node.timeout:.0f} s")
                 break
-        code = 0 if node.received >= node.count else 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 0 if node is not None and node.received >= node.count else 130
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
+    if node is not None and node.received >= node.count:
+        return 0
+    return 130 if proc.interrupted else 1
 
 if __name__ == "__main__":
     sys.exit(main())
