@@ -95,14 +95,12 @@ class Reconstructor:
                 raise ValueError(f"target '{t.id}' names frame {t.frame}, but there are {len(frames)} frames")
         start = time.perf_counter()
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
-        if any(f.depth is None for f in frames):
-            from .stereo import complete_depth  # RGB-only: metric depth from the posed views
-
-            frames, stereo_warnings = complete_depth(frames, poses)
-            warnings += stereo_warnings
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
-        up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides
-        segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)
+        if any(f.depth is None for f in frames):
+            frames, segmentation = self._segment_rgb_only(frames, poses, targets, warnings)
+        else:
+            up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides
+            segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)
         warnings += segmentation.warnings
         chosen = [o for o in segmentation.objects if o.is_target] if targets else list(segmentation.objects)
         evidence = {}
@@ -114,6 +112,23 @@ class Reconstructor:
         return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, frame_id=frame_id,
                              segmentation=segmentation, evidence=evidence, warnings=warnings,
                              seconds=time.perf_counter() - start)
+
+    def _segment_rgb_only(self, frames, poses, targets, warnings: list[str]):
+        """Posed views without depth: stereo where there is texture, silhouettes everywhere else.
+
+        Returns the frames with depth made from the support plane and the objects' visual hulls
+        (see :mod:`.segment.rgb`), so fusion and completion run as for RGB-D input.
+        """
+        from .segment.rgb import SilhouetteSegmenter
+        from .stereo import complete_depth
+
+        if self.config.segment.method != "depth":
+            warnings.append(f"RGB-only views: segmented by colour and silhouettes; segment.method "
+                            f"'{self.config.segment.method}' needs depth images and is not used")
+        frames, stereo_warnings = complete_depth(frames, poses)
+        warnings += stereo_warnings
+        segmentation, frames = SilhouetteSegmenter(self.config.segment).segment(frames, poses, targets)
+        return frames, segmentation
 
     def complete(self, prepared: "PreparedScene", completer=None) -> Reconstruction:
         """Completion, meshing and analysis of every prepared object (optionally another completer)."""

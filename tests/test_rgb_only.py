@@ -1,4 +1,5 @@
-"""RGB-only input: stereo depth from posed views, and clear refusals where there is no metric geometry."""
+"""RGB-only input: stereo and silhouette depth from posed views, and clear refusals where there is no
+metric geometry."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ def test_plane_sweep_geometry_matches_renderer(multiview_scene):
     assert np.allclose(p[:2] / p[2], uv[0], atol=1e-2)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: on the smooth synthetic textures (camera-attached lighting) "
-                   "the plane sweep fills too few pixels and some scenes keep gross outliers")
+@pytest.mark.xfail(strict=False, reason="dense stereo is out of reach on the plain synthetic surfaces (lighting moves "
+                   "with the camera): the plane sweep fills few pixels, so the RGB-only path uses it for the "
+                   "support plane and silhouettes for the objects")
 def test_stereo_depth_agrees_with_rendered_depth(multiview_scene):
     scene = drop_depth(multiview_scene.scene)
     frames, _ = complete_depth(scene.frames, [f.T_world_camera for f in scene.frames])
@@ -69,24 +71,46 @@ def test_pair_depth_is_metric_where_filled(pair_scene):
     assert abs(np.median(depth[valid] - truth[valid])) < 0.005
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: sparse stereo depth can leave the target pixel unfilled "
-                   "(TargetNotFoundError) or the object fragmented")
-def test_rgb_only_posed_scene_reconstructs_target(pair_scene):
+def test_silhouette_depth_of_support_and_target(multiview_scene):
+    """Four posed RGB views: the support plane lands at the table's height, background pixels get the
+    plane's depth, and the target's hull depth bounds its true surface from the camera side."""
+    from amodal3d_ros.segment.rgb import SilhouetteSegmenter
+    from amodal3d_ros.segment.base import SUPPORT_LABEL
+
+    truth_scene = multiview_scene.scene
+    scene = drop_depth(truth_scene)
+    poses = [f.T_world_camera for f in scene.frames]
+    frames, _ = complete_depth(scene.frames, poses)
+    seg, out = SilhouetteSegmenter().segment(frames, poses, scene.targets)
+    assert abs(-seg.plane.offset - multiview_scene.meta["table"]["top_z"]) < 0.003
+    target = next(o for o in seg.objects if o.is_target)
+    assert len(target.masks) >= 3, "the target is found in at least three of the four views"
+    for i, (f, truth) in enumerate(zip(out, truth_scene.frames)):
+        table = (seg.labels[i] == SUPPORT_LABEL) & (truth.depth > 0) & (truth.depth < 1.5)
+        assert np.median(np.abs(f.depth[table] - truth.depth[table])) < 0.003
+        if i in target.masks:
+            on = target.masks[i] & (f.depth > 0) & (truth.depth > 0)
+            assert on.mean() > 0 and np.mean(f.depth[on] <= truth.depth[on] + 0.01) > 0.9
+
+
+def test_rgb_only_posed_scene_reconstructs_target(multiview_scene):
+    """The whole pipeline on four posed RGB views, no depth anywhere: the target comes out where it is."""
+    import trimesh
+    from amodal3d_ros.metrics import score_object
     from amodal3d_ros.pipeline import Reconstructor
 
-    scene = drop_depth(pair_scene.scene)
+    scene = drop_depth(multiview_scene.scene)
     assert not scene.has_depth and scene.posed
-    frames, warnings = complete_depth(scene.frames, [f.T_world_camera for f in scene.frames])
-    assert all(f.has_depth for f in frames)
     rec = Reconstructor(PipelineConfig(device="cpu"))
-    result = rec.reconstruct(frames, scene.targets, scene.world_frame)
+    result = rec.reconstruct(scene.frames, scene.targets, scene.world_frame)
     target = scene.targets[0]
     objects = {o.id: o for o in result.objects}
     assert target.id in objects, result.warnings
-    centroid = objects[target.id].vertices.mean(axis=0)
-    truth = pair_scene.gt_meshes[target.id]
-    gt_centroid = np.asarray(truth.bounds).mean(axis=0)
-    assert np.linalg.norm(centroid - gt_centroid) < 0.04
+    obj = objects[target.id]
+    truth = multiview_scene.gt_meshes[target.id]
+    assert np.linalg.norm(obj.vertices.mean(axis=0) - np.asarray(truth.bounds).mean(axis=0)) < 0.03
+    scores = score_object(trimesh.Trimesh(obj.vertices, obj.faces, process=False), truth)
+    assert scores.fscore_10mm > 0.4, scores
 
 
 def test_unposed_rgb_only_is_refused(pair_scene):

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
@@ -18,15 +19,14 @@ pytest.importorskip("amodal3d_ros.pipeline", reason="core pipeline not available
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo_out"
+def run_demo(tmp_path: Path, *args: str) -> tuple[int, str]:
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["ROS_DOMAIN_ID"] = str(random.randint(101, 200))  # not the domain of the other ROS tests
     env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="amodal3d-test-roslog-"))
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
-    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.cli", "demo", "--out", str(out), "--timeout", "150"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.cli", "demo", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
     try:
         log, _ = proc.communicate(timeout=240)
     finally:
@@ -36,9 +36,37 @@ def test_demo_end_to_end(tmp_path):
                 proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    assert proc.returncode == 0, log[-4000:]
+    return proc.returncode, log
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo_out"
+    code, log = run_demo(tmp_path, "--out", str(out), "--timeout", "150")
+    assert code == 0, log[-4000:]
     doc = json.loads((out / "result.json").read_text())
     assert doc["frame"] == "world" and len(doc["objects"]) == 1
     assert (out / doc["objects"][0]["mesh"]).stat().st_size > 0
     assert (out / "report.png").stat().st_size > 10_000
     assert "demo: done" in log
+
+
+def test_demo_rgb_only_camera(tmp_path):
+    """The example scene without its depth images: the node runs with use_depth false (no depth
+    subscription) and reconstructs from posed RGB views alone, near where the RGB-D run puts it."""
+    import trimesh
+    from amodal3d_ros.config import PipelineConfig
+    from amodal3d_ros.pipeline import Reconstructor
+    from amodal3d_ros.ros.player import EXAMPLE_SCENE
+    from amodal3d_ros.scene import drop_depth, read_scene, write_scene
+
+    scene_dir = write_scene(drop_depth(read_scene(EXAMPLE_SCENE)), tmp_path / "rgb_scene")
+    out = tmp_path / "demo_out"
+    code, log = run_demo(tmp_path, "--scene", str(scene_dir), "--out", str(out), "--timeout", "180")
+    assert code == 0, log[-4000:]
+    assert "use_depth:=false" in log
+    doc = json.loads((out / "result.json").read_text())
+    assert len(doc["objects"]) == 1
+    mesh = trimesh.load(out / doc["objects"][0]["mesh"], force="mesh")
+    rgbd = Reconstructor(PipelineConfig(device="cpu")).reconstruct_scene(read_scene(EXAMPLE_SCENE)).objects[0]
+    rgbd_bounds = np.array([rgbd.vertices.min(axis=0), rgbd.vertices.max(axis=0)])
+    assert np.linalg.norm(mesh.bounds.mean(axis=0) - rgbd_bounds.mean(axis=0)) < 0.03

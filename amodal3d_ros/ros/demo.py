@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..scene import read_scene
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (meshes, result.json, report.png)")
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--bag {args.bag}: no such file or rosbag2 folder")
     if args.scene and not (Path(args.scene) / "scene.json").is_file():
         raise FileNotFoundError(f"--scene {args.scene}: not a scene folder (no scene.json)")
+    # An RGB-only scene needs a node that does not wait for depth images.
+    rgb_only = bool(args.scene) and not read_scene(Path(args.scene)).has_depth
     out = Path(args.out).resolve()
     for stale in ("result.json", "report.png"):
         (out / stale).unlink(missing_ok=True)
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "amodal3d_ros.ros.launcher", "amodal3d_ros", "demo.launch.yaml",
            f"out:={out}", f"scene:={Path(args.scene).resolve() if args.scene else ''}",
            f"bag:={Path(args.bag).resolve() if args.bag else ''}", f"timeout:={float(args.timeout)}",
-           f"rate:={float(args.rate)}"]
+           f"rate:={float(args.rate)}", f"use_depth:={'false' if rgb_only else 'true'}"]
     print(f"demo: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} ROS_LOG_DIR={env['ROS_LOG_DIR']}", flush=True)
     print("demo: " + " ".join(cmd), flush=True)
     t0 = time.monotonic()

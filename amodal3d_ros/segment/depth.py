@@ -2,7 +2,8 @@
 
 Per view, pixels clearly above the support plane are split into connected regions wherever the
 depth jumps (an occluder's silhouette); regions of different views that overlap in 3D are the same
-object. Targets are picked by their pixel.
+object. Parts too low to rise above the support (a plate's floor) join the object that encloses
+them. Targets are picked by their pixel.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from scipy.ndimage import binary_fill_holes
 
 from ..config import SegmentConfig
 from ..geometry import backproject, transform_points
@@ -157,7 +159,47 @@ class DepthSegmenter:
             take = pending & (grown > 0) & (np.abs(near - depth) < jump)
             regions = np.where(take, grown, regions)
             pending &= ~take
-        return regions
+        return self._attach_low_parts(frame, regions, height, valid)
+
+    def _attach_low_parts(self, frame: Frame, regions: np.ndarray, height: np.ndarray,
+                          valid: np.ndarray) -> np.ndarray:
+        """Give an object its parts that lie too low to rise above the support (a plate's floor).
+
+        Such a part is a colour-bounded patch of low pixels that objects enclose: most of its
+        outline touches object regions rather than the open support, the image border or missing
+        depth. It joins the region it shares most of that outline with. The support itself is open
+        (its outline runs along chroma edges, the image border and the table edge) and far larger.
+        """
+        cfg = self.config
+        if regions.max() == 0:
+            return regions
+        low = valid & (regions == 0) & (height > -cfg.plane_distance) & (height <= cfg.min_height)
+        if cfg.color_edge > 0:
+            low &= ~color_edges(frame.rgb, cfg.color_edge)
+        n, parts, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=4)
+        min_pixels = max(20, int(cfg.min_object_pixels * low.size / (640 * 480)))
+        h, w = regions.shape
+        out = regions.copy()
+        for p in range(1, n):
+            x, y, bw, bh, area = stats[p]
+            if area < min_pixels or area > 0.15 * low.size:
+                continue
+            if x == 0 or y == 0 or x + bw == w or y + bh == h:
+                continue  # cut by the image border: cannot tell whether objects enclose it
+            y0, y1, x0, x1 = max(0, y - 1), min(h, y + bh + 1), max(0, x - 1), min(w, x + bw + 1)
+            # Holes (depth noise poking above min_height) are part of the patch, not its outline.
+            part = binary_fill_holes(parts[y0:y1, x0:x1] == p)
+            ring = cv2.dilate(part.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~part
+            # Missing depth (the projector's shadow beside an occluder) says nothing either way.
+            ring &= valid[y0:y1, x0:x1]
+            touching = regions[y0:y1, x0:x1][ring]
+            touching = touching[touching > 0]
+            if 2 * len(touching) <= ring.sum():
+                continue  # mostly open: support or background
+            labels_, counts = np.unique(touching, return_counts=True)
+            window = out[y0:y1, x0:x1]
+            window[part & valid[y0:y1, x0:x1] & (regions[y0:y1, x0:x1] == 0)] = labels_[np.argmax(counts)]
+        return out
 
 
 def color_edges(rgb: np.ndarray, threshold: float) -> np.ndarray:
@@ -165,12 +207,16 @@ def color_edges(rgb: np.ndarray, threshold: float) -> np.ndarray:
 
     Objects that touch show no depth jump where they meet, but their surfaces rarely share a
     colour. Lightness is left out: shading (a mug's dark inside, a shadow) changes it within one
-    object.
+    object. Shading scales a*, b* and L* + 16 alike (all go with the cube root of the light), so
+    a*b* are rescaled to a common lightness first: a shaded face keeps its chroma, and two dark
+    surfaces of different colour (a box in shadow beside a dark bottle) differ as much as lit ones.
     """
-    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    lightness = lab[..., :1] * (100.0 / 255.0)  # L* in 0..100
+    ab = (lab[..., 1:] - 128.0) * ((50.0 + 16.0) / (lightness + 16.0))  # chroma as at L* = 50
     edge = np.zeros(rgb.shape[:2], bool)
     for dv, du in ((0, 1), (1, 0)):
-        diff = np.linalg.norm(lab - np.roll(lab, shift=(-dv, -du), axis=(0, 1)), axis=2) > threshold
+        diff = np.linalg.norm(ab - np.roll(ab, shift=(-dv, -du), axis=(0, 1)), axis=2) > threshold
         edge |= diff | np.roll(diff, shift=(dv, du), axis=(0, 1))
     return edge
 

@@ -64,13 +64,12 @@ def complete_depth(frames: Sequence[Frame], poses: Optional[Sequence[Optional[np
     out = list(frames)
     for i in missing:
         depth = checked[i]
-        if not np.any(depth > 0):
-            raise StereoError(
-                f"frame {i} has no depth and no view to do stereo with (need another posed view at least "
-                f"{cfg.min_baseline * 100:.0f} cm away, looking within {cfg.max_angle_deg:.0f} degrees of it, "
-                "with texture in common)")
         fraction = float(np.mean(depth > 0))
-        if fraction < 0.05:
+        if fraction == 0:
+            warnings.append(
+                f"frame {i}: no stereo depth (no other posed view at least {cfg.min_baseline * 100:.0f} cm away, "
+                f"looking within {cfg.max_angle_deg:.0f} degrees of it, with texture in common)")
+        elif fraction < 0.05:
             warnings.append(f"frame {i}: stereo depth covers only {100 * fraction:.0f}% of the image")
         f = frames[i]
         out[i] = Frame(rgb=f.rgb, K=f.K, depth=depth, T_world_camera=f.T_world_camera, stamp=f.stamp)

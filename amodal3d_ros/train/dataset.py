@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -98,15 +98,18 @@ def write_shard(path: Path, samples: list[dict]) -> None:
 
 @dataclass
 class ShardDataset(torch.utils.data.Dataset):
-    """All shards of a folder in memory (a few hundred MB for thousands of samples)."""
+    """All shards of one or more folders in memory (a few hundred MB for thousands of samples)."""
 
-    folder: Path
+    folders: Path | Sequence[Path]
 
     def __post_init__(self):
-        shards = sorted(Path(self.folder).glob("shard_*.npz"))
-        shards = [s for s in shards if not s.name.endswith(".tmp.npz")]
-        if not shards:
-            raise FileNotFoundError(f"no training shards (shard_*.npz) in {self.folder}")
+        folders = [self.folders] if isinstance(self.folders, (str, Path)) else list(self.folders)
+        shards = []
+        for folder in folders:
+            found = sorted(s for s in Path(folder).glob("shard_*.npz") if not s.name.endswith(".tmp.npz"))
+            if not found:
+                raise FileNotFoundError(f"no training shards (shard_*.npz) in {folder}")
+            shards += found
         parts = [dict(np.load(s)) for s in shards]
         self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

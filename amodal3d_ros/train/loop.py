@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..complete.learned import DEFAULT_WEIGHTS, save_weights
+from ..complete.learned import DEFAULT_WEIGHTS, load_weights, save_weights
 from ..complete.learned.model import CompletionNet
 from ..config import ConfigError, FuseConfig
 from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
@@ -38,6 +38,7 @@ class DataConfig:
     points_per_sample: int = 2048
     scenes_per_shard: int = 25
     workers: int = 2
+    include: tuple[str, ...] = ()  # more shard folders to train on (made by other configs, e.g. stage 1)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fuse: FuseConfig = field(default_factory=FuseConfig)
     export: str = ""  # copy the final weights here (e.g. the package's shipped weights)
+    init: str = ""  # start from these weights (fine-tuning; fresh optimiser and schedule), unless resuming
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TrainConfig":
@@ -191,7 +193,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
 
-    dataset = ShardDataset(Path(config.data.folder))
+    dataset = ShardDataset([Path(config.data.folder)] + [Path(f) for f in config.data.include])
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, seed=opt.seed) \
         if distributed else torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(opt.seed))
     loader = torch.utils.data.DataLoader(dataset, batch_size=opt.batch_size, sampler=sampler, drop_last=True)
@@ -201,6 +203,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     step = 0
     checkpoint = out / "checkpoint.pt"
+    if config.init and not (resume and checkpoint.is_file()):
+        init_model, _ = load_weights(Path(config.init))
+        model.load_state_dict(init_model.state_dict())
+        if rank == 0:
+            log.info("starting from the weights %s", config.init)
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
