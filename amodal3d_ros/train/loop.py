@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..complete.learned import DEFAULT_WEIGHTS, load_weights, save_weights
+from ..complete.learned import DEFAULT_WEIGHTS, load_grown, load_weights, save_weights
 from ..complete.learned.model import CompletionNet
 from ..config import ConfigError, FuseConfig
 from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
@@ -46,6 +46,7 @@ class ModelConfig:
     width: int = 16
     decoder_hidden: int = 64
     fourier_bands: int = 4
+    prior: bool = False  # the column prior (classical extrusion) as an extra input channel
 
 
 @dataclass
@@ -205,7 +206,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     checkpoint = out / "checkpoint.pt"
     if config.init and not (resume and checkpoint.is_file()):
         init_model, _ = load_weights(Path(config.init))
-        model.load_state_dict(init_model.state_dict())
+        load_grown(model, init_model.state_dict())
         if rank == 0:
             log.info("starting from the weights %s", config.init)
     if resume and checkpoint.is_file():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...fuse import EvidenceGrid
-from .model import CompletionNet
+from .model import EVIDENCE_CHANNELS, CompletionNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "completion.safetensors"
@@ -28,6 +28,22 @@ def save_weights(model: CompletionNet, path: Path, metadata: dict) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"model_config": json.dumps(model.config)})
     path.with_suffix(".json").write_text(json.dumps({**metadata, "model_config": model.config}, indent=1))
+
+
+def load_grown(model: CompletionNet, state: dict) -> None:
+    """Load weights of a model without the column-prior input into one with it: the new input
+    channel starts at zero weight, so the grown model starts out computing what the old one did."""
+    key = "enc1.0.weight"
+    old, new = state[key], model.state_dict()[key]
+    if old.shape != new.shape:
+        if not (model.prior and old.shape[1] + 1 == new.shape[1] and old.shape[0] == new.shape[0]):
+            raise WeightsError(f"cannot grow {key} of shape {tuple(old.shape)} into {tuple(new.shape)}")
+        grown = torch.zeros_like(new)
+        prior_index = EVIDENCE_CHANNELS  # the prior channel follows the evidence channels
+        grown[:, :prior_index] = old[:, :prior_index]
+        grown[:, prior_index + 1:] = old[:, prior_index:]
+        state = {**state, key: grown}
+    model.load_state_dict(state)
 
 
 def load_weights(path: Optional[Path] = None, device: str = "cpu") -> tuple[CompletionNet, dict]:
