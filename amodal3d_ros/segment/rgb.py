@@ -67,8 +67,8 @@ class SilhouetteSegmenter:
         self.config = config or SegmentConfig()
         self.max_height = max_height  # m above the support: the tallest object the cones reach
 
-    def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray], targets: Sequence[Target] = (),
-                wanted_all: bool | None = None) -> tuple[SceneSegmentation, list[Frame]]:
+    def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray],
+                targets: Sequence[Target] = ()) -> tuple[SceneSegmentation, list[Frame]]:
         """Segmentation, and the frames with depth: plane at background pixels, visual hulls at the
         wanted objects' pixels (the targets, or every object without targets). Frames must be posed;
         their depth, if any, is sparse stereo (used for the support plane)."""
@@ -108,13 +108,17 @@ class SilhouetteSegmenter:
         assign_targets(seg, targets)
 
         depths = [background_depth(f, T, plane, lab == SUPPORT_LABEL) for f, T, lab in zip(frames, poses, labels)]
-        wanted = [o for o in objects if o.is_target] if targets and not wanted_all else objects
-        for obj in wanted:
-            k = objects.index(obj)
-            if len(cones[k]) == 0:
-                seg.warnings.append(f"object '{obj.id}': every view carves it away (no visual hull)")
-                continue
-            hull, voxel = visual_hull(obj.masks, cones[k], frames, poses, labels, plane)
+        wanted = [objects.index(o) for o in objects if o.is_target] if targets else list(range(len(objects)))
+        # First the hulls of the wanted objects' occluders (the objects their masks touch): what a
+        # view sees of an occluder lies at or behind its hull's front, so anything hidden by it does too.
+        fronts = [np.zeros(lab.shape, np.float32) for lab in labels]
+        for k in sorted({o for w in wanted for o in touching_objects(objects[w].masks, labels)} - set(wanted)):
+            hull, voxel = visual_hull(objects[k].masks, cones[k], frames, poses, labels, plane)
+            for i, mask in objects[k].masks.items():
+                fronts[i] = np.where(mask, hull_depth(hull, voxel, frames[i], poses[i], mask), fronts[i])
+        for k in wanted:
+            obj = objects[k]
+            hull, voxel = visual_hull(obj.masks, cones[k], frames, poses, labels, plane, fronts)
             if len(hull) == 0:
                 seg.warnings.append(f"object '{obj.id}': every view carves it away (no visual hull)")
                 continue
@@ -283,6 +287,15 @@ def carve(points: np.ndarray, frames: Sequence[Frame], poses: Sequence[np.ndarra
     return keep
 
 
+def touching_objects(masks: dict[int, np.ndarray], labels: Sequence[np.ndarray], reach: int = 3) -> set[int]:
+    """Indices of the objects whose regions touch these masks in some view (their possible occluders)."""
+    found = set()
+    for i, mask in masks.items():
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+        found |= {int(k) - 1 for k in np.unique(labels[i][ring & ~mask & (labels[i] > 0)])}
+    return found
+
+
 def possible_pixels(labels: np.ndarray, mask: Optional[np.ndarray], reach: int = 3) -> np.ndarray:
     """Where an object can project in a view: anywhere but background when the view does not see it;
     where it does, its mask and the regions touching the mask (its occluders: the hidden rest of a
@@ -315,12 +328,15 @@ def viewing_cone(frame: Frame, T: np.ndarray, mask: np.ndarray, plane: Plane, ma
 
 
 def visual_hull(masks: dict[int, np.ndarray], cone_points: np.ndarray, frames, poses, label_images,
-                plane: Plane) -> tuple[np.ndarray, float]:
+                plane: Plane, fronts: Optional[Sequence[np.ndarray]] = None) -> tuple[np.ndarray, float]:
     """Voxel centres (world) of the object's visual hull and the voxel size.
 
     The box comes from the carved cone; a voxel is kept when no view sees through it and some view
-    sees it on the object's mask; the largest connected part is the object.
+    sees it on the object's mask; the largest connected part is the object. ``fronts`` (per view,
+    0 where unknown) are depths that a voxel seen on another object's pixel must lie behind.
     """
+    if len(cone_points) == 0:
+        return np.zeros((0, 3)), 0.0
     T_world_box = plane.frame(cone_points.mean(axis=0))
     local = transform_points(invert(T_world_box), cone_points)
     lo, hi = local.min(axis=0) - 0.01, local.max(axis=0) + 0.01
@@ -330,6 +346,13 @@ def visual_hull(masks: dict[int, np.ndarray], cone_points: np.ndarray, frames, p
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     centres = transform_points(T_world_box, grid.reshape(-1, 3))
     keep = carve(centres, frames, poses, [possible_pixels(lab, masks.get(i)) for i, lab in enumerate(label_images)])
+    for i, front in enumerate(fronts or []):
+        u, v, inside = pixels_of(centres, frames[i], poses[i])
+        idx = np.nonzero(inside & keep)[0]
+        z = transform_points(invert(poses[i]), centres[idx])[:, 2]
+        own = masks[i][v[idx], u[idx]] if i in masks else np.zeros(len(idx), bool)
+        limit = front[v[idx], u[idx]]
+        keep[idx[~own & (limit > 0) & (z < limit - voxel)]] = False
     on_mask = np.zeros(len(centres), bool)
     for i, mask in masks.items():
         u, v, inside = pixels_of(centres, frames[i], poses[i])
