@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from amodal3d_ros.geometry import invert
-from amodal3d_ros.metrics import point_scores
+from amodal3d_ros.metrics import point_scores, score_object
 from amodal3d_ros.pipeline import Reconstructor
 from amodal3d_ros.scene import drop_poses, read_ground_truth, read_scene
 
@@ -90,3 +90,21 @@ def test_one_bad_target_does_not_lose_the_others(samples_dir, tmp_path):
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert [o["id"] for o in result["objects"]] == ["obj0"]  # ... but the others are kept
     assert any("on_the_table" in w for w in result["warnings"])
+
+
+def test_rgb_only_scene_folder(samples_dir, tmp_path):
+    """A scene folder without depth files (the spec's RGB-only case): posed views reconstruct the target
+    near the ground truth, and the result says nothing failed."""
+    from amodal3d_ros.scene import drop_depth, write_scene
+
+    scene = write_scene(drop_depth(read_scene(samples_dir / "sample1_posed_v4")), tmp_path / "rgb_scene")
+    assert not (scene / "depth").exists()
+    proc = subprocess.run([sys.executable, "-m", "amodal3d_ros.cli", "reconstruct", str(scene), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    obj = result["objects"][0]
+    mesh = trimesh.load(tmp_path / "out" / obj["mesh"], force="mesh")
+    truth = trimesh.load(read_ground_truth(samples_dir / "sample1_posed_v4")[obj["id"]], force="mesh")
+    assert np.linalg.norm(mesh.bounds.mean(axis=0) - truth.bounds.mean(axis=0)) < 0.03
+    assert score_object(mesh, truth).fscore_10mm > 0.4
