@@ -239,7 +239,6 @@ def analyse_visibility(frames, poses, segmentation: SceneSegmentation, obj: Segm
     """
     visible, occluded = {}, {}
     best_fraction, occluders = 0.0, {}
-    k = segmentation.objects.index(obj)
     for i, (frame, T) in enumerate(zip(frames, poses)):
         depth = render_depth(vertices, faces, frame, T)
         silhouette = np.isfinite(depth)
@@ -253,8 +252,8 @@ def analyse_visibility(frames, poses, segmentation: SceneSegmentation, obj: Segm
             count = int(np.count_nonzero(labels == label))
             if count < min_pixels:
                 continue
-            if label > 0 and label != k + 1:
-                name = segmentation.objects[label - 1].id
+            if label > 0 and segmentation.objects[label - 1].masks.get(i) is not obj.masks.get(i):
+                name = segmentation.objects[label - 1].id  # another object (not the one a copy shares)
             elif label == SUPPORT_LABEL:
                 name = "support"
             elif frame.depth is not None:

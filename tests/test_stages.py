@@ -129,3 +129,19 @@ def test_reconstructor_end_to_end_on_rendered_scene(synthetic_scene_dir):
     assert np.linalg.norm(mesh.centroid - gt.centroid) < 0.03
     assert obj.views_used >= 1 and 0 < obj.visible_fraction <= 1 and 0 < obj.confidence <= 1
     assert obj.occlusion_masks[0].any()  # the target is partly hidden in frame 0 by construction
+
+
+def test_two_targets_on_one_object_both_come_out_whole(synthetic_scene_dir):
+    """Two prompts on the same object (a user clicking twice): both ids get the same full shape, and
+    the object is not named as its own occluder."""
+    from amodal3d_ros.pipeline import Reconstructor
+
+    scene = read_scene(synthetic_scene_dir)
+    t = scene.targets[0]
+    twice = [t, Target(id="again", frame=t.frame, pixel=t.pixel)]
+    result = Reconstructor(PipelineConfig.from_dict({"complete": {"method": "hull"}})).reconstruct(
+        scene.frames, twice, scene.world_frame)
+    assert any("point at the same object" in w for w in result.warnings)
+    first, second = result.object(t.id), result.object("again")
+    assert np.allclose(first.vertices.mean(axis=0), second.vertices.mean(axis=0), atol=1e-6)
+    assert t.id not in second.occluders and "again" not in first.occluders

@@ -9,8 +9,8 @@ view votes per voxel by projecting the voxel centre into its depth image:
 - near or behind a surface of another object or the support: occupied by something else / hidden;
 - behind the measured surface, outside the image or where depth is missing: unknown (occluded).
 
-RGB-only views (no depth) vote with silhouettes instead: a voxel that projects onto a pixel that
-is neither the object nor something that could hide it is free.
+RGB-only views reach fusion with depth made from the support plane and the objects' visual hulls
+(``segment.rgb``), so they vote like RGB-D views.
 """
 from __future__ import annotations
 
@@ -119,7 +119,6 @@ def fuse_object(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmentati
     plane = segmentation.plane
     if plane is None:
         raise ValueError("fusion needs the support plane")
-    k = segmentation.objects.index(obj)
     centres_w = np.array([T[:3, 3] for T in poses])
     if len(obj.points) == 0:
         raise ValueError(f"object '{obj.id}' has no observed 3D points to place its grid")
@@ -148,13 +147,13 @@ def fuse_object(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmentati
         inside = (z > 0.05) & (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
         idx = np.nonzero(inside)[0]
         labels = segmentation.labels[i][v[idx], u[idx]]
-        own = labels == k + 1
+        # The object's own masks, not its label: a second target on the same object is a copy
+        # that shares the masks but has no label of its own.
+        own = obj.masks[i][v[idx], u[idx]] if i in obj.masks else np.zeros(len(idx), bool)
         if own.any():
             views_used += 1
         if frame.depth is None:
-            # Silhouette carving: the voxel would be seen on a pixel of nothing that could hide it.
-            free[idx[labels == 0]] = True
-            continue
+            continue  # RGB-only frames get their depth (plane and visual hulls) before fusion
         d = frame.depth[v[idx], u[idx]]
         measured = d > 0
         sdf = d - z[idx]  # > 0: voxel in front of the measured surface

@@ -72,7 +72,6 @@ class SilhouetteSegmenter:
         """Segmentation, and the frames with depth: plane at background pixels, visual hulls at the
         wanted objects' pixels (the targets, or every object without targets). Frames must be posed;
         their depth, if any, is sparse stereo (used for the support plane)."""
-        cfg = self.config
         poses = [np.asarray(T, dtype=np.float64) for T in poses]
         plane = self._support_plane(frames, poses)
         views = [self._regions(f, T, plane) for f, T in zip(frames, poses)]
@@ -106,6 +105,10 @@ class SilhouetteSegmenter:
             cones.append(survivors)
         seg = SceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=[])
         assign_targets(seg, targets)
+        for obj in objects[len(cones):]:  # a second target on one object: a copy sharing its masks
+            source = next(j for j in range(len(cones)) if objects[j].masks.keys() == obj.masks.keys()
+                          and all(objects[j].masks[i] is m for i, m in obj.masks.items()))
+            cones.append(cones[source])
 
         depths = [background_depth(f, T, plane, lab == SUPPORT_LABEL) for f, T, lab in zip(frames, poses, labels)]
         wanted = [objects.index(o) for o in objects if o.is_target] if targets else list(range(len(objects)))
