@@ -23,6 +23,8 @@ class SegmentConfig:
     method: str = "depth"  # "depth" (no weights) or "sam" (segment-anything checkpoint)
     sam_checkpoint: str = ""  # path to a vit_b / vit_l / vit_h checkpoint (method "sam")
     sam_model_type: str = "vit_b"
+    sam_points_per_side: int = 16  # RGB-only views: grid of prompts for SAM's automatic masks
+    sam_min_quality: float = 0.85  # RGB-only views: least predicted IoU and stability of an automatic mask
     plane_distance: float = 0.008  # m, RANSAC inlier distance for the support plane
     min_height: float = 0.004  # m above the support plane for a point to belong to an object
     depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
@@ -138,6 +140,8 @@ class PipelineConfig:
         for name in ("plane_distance", "min_height", "depth_edge", "max_object_size", "association_distance"):
             check(getattr(self.segment, name) > 0, f"segment.{name} must be > 0")
         check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
+        check(self.segment.sam_points_per_side >= 1, "segment.sam_points_per_side must be >= 1")
+        check(0.0 <= self.segment.sam_min_quality <= 1.0, "segment.sam_min_quality must be in [0, 1]")
         check(self.poses.method in ("auto", "given", "registration"),
               f"poses.method must be auto, given or registration, got '{self.poses.method}'")
         check(8 <= self.fuse.voxels <= 128 and self.fuse.voxels % 8 == 0,

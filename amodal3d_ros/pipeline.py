@@ -122,12 +122,11 @@ class Reconstructor:
         from .segment.rgb import SilhouetteSegmenter
         from .stereo import complete_depth
 
-        if self.config.segment.method != "depth":
-            warnings.append(f"RGB-only views: segmented by colour and silhouettes; segment.method "
-                            f"'{self.config.segment.method}' needs depth images and is not used")
         frames, stereo_warnings = complete_depth(frames, poses)
         warnings += stereo_warnings
-        segmentation, frames = SilhouetteSegmenter(self.config.segment).segment(frames, poses, targets)
+        proposer = getattr(self.segmenter, "region_masks", None)  # segment-anything: its automatic masks
+        segmenter = SilhouetteSegmenter(self.config.segment, region_masks=proposer)
+        segmentation, frames = segmenter.segment(frames, poses, targets)
         return frames, segmentation
 
     def complete(self, prepared: "PreparedScene", completer=None) -> Reconstruction:

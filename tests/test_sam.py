@@ -118,3 +118,37 @@ def test_target_sam_gives_nothing_for(tmp_path, tiny_registry, synthetic_scene):
     poses = [f.T_world_camera for f in frames]
     with pytest.raises(TargetNotFoundError, match=f"target '{scene.targets[0].id}': SAM gives no mask for pixel"):
         seg.segment(frames, poses, scene.targets)
+
+
+def test_rgb_only_views_take_their_regions_from_sam(checkpoint, synthetic_scene, monkeypatch):
+    """Posed RGB-only views with the SAM backend: every view's regions are SAM's automatic masks (a
+    tiny random SAM with no quality filter), so every object mask the pipeline makes lies within them."""
+    from amodal3d_ros.pipeline import Reconstructor
+    from amodal3d_ros.scene import drop_depth
+    from amodal3d_ros.segment.sam import SamSegmenter
+
+    proposed: dict[int, np.ndarray] = {}
+    original = SamSegmenter.region_masks
+
+    def spy(self, frame):
+        masks = original(self, frame)
+        proposed[id(frame.rgb)] = np.any(masks, axis=0) if masks else np.zeros(frame.rgb.shape[:2], bool)
+        return masks
+
+    monkeypatch.setattr(SamSegmenter, "region_masks", spy)
+    config = sam_config(checkpoint)
+    config.sam_points_per_side, config.sam_min_quality = 4, 0.0
+    scene = drop_depth(synthetic_scene.scene)
+    rec = Reconstructor(PipelineConfig(device="cpu", segment=config))
+    try:
+        prepared = rec.prepare(scene.frames, scene.targets, scene.world_frame)
+    except TargetNotFoundError as exc:  # random masks may miss the target pixel: then it says so
+        assert scene.targets[0].id in str(exc)
+        assert len(proposed) == len(scene.frames)
+        return
+    assert len(proposed) == len(scene.frames)
+    for i, frame in enumerate(scene.frames):
+        covered = proposed[id(frame.rgb)]
+        for obj in prepared.segmentation.objects:
+            if i in obj.masks:
+                assert not np.any(obj.masks[i] & ~covered)

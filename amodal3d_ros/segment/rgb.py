@@ -25,7 +25,7 @@ background pixel would cut a hole through an object, a missed one only leaves it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -63,9 +63,13 @@ class ViewRegions:
 class SilhouetteSegmenter:
     """Segments posed RGB-only frames (sparse stereo depth allowed) and gives them silhouette depth."""
 
-    def __init__(self, config: SegmentConfig | None = None, max_height: float = 0.35):
+    def __init__(self, config: SegmentConfig | None = None, max_height: float = 0.35,
+                 region_masks: Optional[Callable[[Frame], list[np.ndarray]]] = None):
         self.config = config or SegmentConfig()
         self.max_height = max_height  # m above the support: the tallest object the cones reach
+        # Where the regions come from: chroma edges, or a mask proposer (segment-anything's
+        # automatic masks) that also finds objects of the table's colour.
+        self.region_masks = region_masks
 
     def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray],
                 targets: Sequence[Target] = ()) -> tuple[SceneSegmentation, list[Frame]]:
@@ -163,13 +167,16 @@ class SilhouetteSegmenter:
         return Plane(normal=UP.copy(), offset=-float(np.median(z[near])))
 
     def _regions(self, frame: Frame, T: np.ndarray, plane: Plane) -> ViewRegions:
-        """Regions between chroma edges (neighbours of one colour joined); background by size and
-        border contact."""
+        """Regions between chroma edges or from the mask proposer (neighbours of one colour joined);
+        background by size and border contact."""
         cfg = self.config
         lab = cv2.cvtColor(cv2.GaussianBlur(frame.rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
-        core = (chroma_gradient(lab) < CHROMA_EDGE).astype(np.uint8)
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
-        area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+        if self.region_masks is None:
+            n, comp = cv2.connectedComponents((chroma_gradient(lab) < CHROMA_EDGE).astype(np.uint8), connectivity=4)
+        else:
+            comp = paint_masks(self.region_masks(frame), lab.shape[:2])
+            n = int(comp.max()) + 1
+        area = np.bincount(comp.ravel(), minlength=n).astype(np.float64)
         size = comp.size
         contact = np.bincount(np.concatenate([comp[0], comp[-1], comp[1:-1, 0], comp[1:-1, -1]]), minlength=n)
         # Table and walls are large or run along the image border (a wall strip at the top is thin
@@ -215,6 +222,15 @@ class SilhouetteSegmenter:
 
 
 # ---------------------------------------------------------------------------- regions
+def paint_masks(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) int32 component image from possibly overlapping masks: larger ones first, so a part
+    (an object) wins over the whole it lies on (the table); 0 where no mask covers."""
+    comp = np.zeros(shape, np.int32)
+    for k, mask in enumerate(sorted(masks, key=lambda m: -int(np.count_nonzero(m))), start=1):
+        comp[np.asarray(mask, bool)] = k
+    return comp
+
+
 def chroma_gradient(ab: np.ndarray) -> np.ndarray:
     """Per-pixel change of CIE a*b* (Sobel, in a*b* units per pixel). Chroma, not lightness: shading
     changes lightness within one object, while two surfaces that meet rarely share a hue."""

@@ -4,7 +4,8 @@
   target's view; of the multimask outputs the best-scoring one is kept.
 - Other views: with depth, the target's masked 3D points are projected into every other view;
   the projections that view actually sees (its depth agrees) prompt SAM there (points + their box).
-  RGB-only input gets its depth from stereo (``amodal3d_ros.stereo``) before segmentation.
+- RGB-only views: SAM's automatic masks (``region_masks``) replace the colour regions of the
+  silhouette segmenter (``segment.rgb``), which associates them across views by carving.
 - Occluders: points on a ring around the target's dilated boundary prompt SAM; masks that are not
   the target, not huge (table, background) and not duplicates become the other objects. Segments
   of different views are grouped with ``associate_segments`` (depth) as in the depth segmenter.
@@ -85,6 +86,16 @@ class SamSegmenter:
         self.max_mask_fraction = max_mask_fraction
 
     # ------------------------------------------------------------------ SAM calls
+    def region_masks(self, frame: Frame) -> list[np.ndarray]:
+        """SAM's automatic masks of a view (a grid of prompts): the regions of RGB-only views, which
+        have no depth to prompt the other views with (``segment.rgb``)."""
+        from segment_anything import SamAutomaticMaskGenerator
+
+        generator = SamAutomaticMaskGenerator(self.model, points_per_side=self.config.sam_points_per_side,
+                                              pred_iou_thresh=self.config.sam_min_quality,
+                                              stability_score_thresh=self.config.sam_min_quality)
+        return [m["segmentation"] for m in generator.generate(frame.rgb)]
+
     def _set(self, frame: Frame) -> None:
         self.predictor.set_image(frame.rgb)
 
