@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -52,6 +52,7 @@ class PreparedScene:
     evidence: dict[str, EvidenceGrid]
     warnings: list[str]
     seconds: float
+    rgb_only: bool = False  # depth came from stereo and silhouettes
 
 
 class Reconstructor:
@@ -65,10 +66,14 @@ class Reconstructor:
 
         self.segmenter = make_segmenter(self.config.segment, self.device)
         self.completer = make_completer(self.config.complete, self.device)
+        rgb_only_method = self.config.complete.rgb_only_method or self.config.complete.method
+        self.rgb_only_completer = self.completer if rgb_only_method == self.config.complete.method else \
+            make_completer(replace(self.config.complete, method=rgb_only_method), self.device)
 
     def close(self) -> None:
         self.segmenter = None
         self.completer = None
+        self.rgb_only_completer = None
         if self.device.startswith("cuda"):
             import torch
 
@@ -96,7 +101,8 @@ class Reconstructor:
         start = time.perf_counter()
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
-        if any(f.depth is None for f in frames):
+        rgb_only = any(f.depth is None for f in frames)
+        if rgb_only:
             frames, segmentation = self._segment_rgb_only(frames, poses, targets, warnings)
         else:
             up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides
@@ -111,7 +117,7 @@ class Reconstructor:
                 warnings.append(f"object '{obj.id}': {exc}")
         return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, frame_id=frame_id,
                              segmentation=segmentation, evidence=evidence, warnings=warnings,
-                             seconds=time.perf_counter() - start)
+                             seconds=time.perf_counter() - start, rgb_only=rgb_only)
 
     def _segment_rgb_only(self, frames, poses, targets, warnings: list[str]):
         """Posed views without depth: stereo where there is texture, silhouettes everywhere else.
@@ -131,7 +137,7 @@ class Reconstructor:
 
     def complete(self, prepared: "PreparedScene", completer=None) -> Reconstruction:
         """Completion, meshing and analysis of every prepared object (optionally another completer)."""
-        completer = completer or self.completer
+        completer = completer or (self.rgb_only_completer if prepared.rgb_only else self.completer)
         start = time.perf_counter()
         objects, warnings = [], list(prepared.warnings)
         for obj in prepared.segmentation.objects:
