@@ -70,3 +70,18 @@ def test_demo_rgb_only_camera(tmp_path):
     rgbd = Reconstructor(PipelineConfig(device="cpu")).reconstruct_scene(read_scene(EXAMPLE_SCENE)).objects[0]
     rgbd_bounds = np.array([rgbd.vertices.min(axis=0), rgbd.vertices.max(axis=0)])
     assert np.linalg.norm(mesh.bounds.mean(axis=0) - rgbd_bounds.mean(axis=0)) < 0.03
+
+
+def test_demo_with_a_corrupt_bag_fails_fast(tmp_path):
+    """The player cannot read the bag: it says so on player_failure and the recorder (and with it the
+    whole graph) stops at once instead of waiting for its timeout."""
+    import time
+
+    bag = tmp_path / "corrupt.mcap"
+    bag.write_bytes(b"\x89MCAP0\r\n" + os.urandom(2000))
+    t0 = time.monotonic()
+    code, log = run_demo(tmp_path, "--bag", str(bag), "--out", str(tmp_path / "out"), "--timeout", "200")
+    assert code != 0, log[-3000:]
+    assert time.monotonic() - t0 < 120, "the graph waited for the recorder's timeout"
+    assert "corrupt.mcap" in log and "the player failed" in log
+    assert not (tmp_path / "out" / "result.json").exists()

@@ -27,6 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from amodal3d_ros.ros import conversions as conv
@@ -74,6 +75,15 @@ class Player(Node):
             "prompt": self.create_publisher(PointStamped, "prompt", qos.prompt_qos()),
         }
         self.tf = tf2_ros.TransformBroadcaster(self) if tf2_ros is not None else None
+        # Latched, so that a recorder waiting for results hears that none will come and stops now
+        # instead of at its timeout.
+        self.failure_pub = self.create_publisher(String, "player_failure", qos.latched_qos())
+
+    def report_failure(self, reason: str) -> None:
+        self.failure_pub.publish(String(data=reason))
+        end = time.monotonic() + 1.0  # a moment for the message to leave before the process ends
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
 
     # ------------------------------------------------------------------ helpers
     def sleep(self, seconds: float) -> None:
@@ -217,6 +227,7 @@ class Player(Node):
 
 def main(argv: Optional[list[str]] = None) -> int:
     code = 0
+    node = None
     with RosProcess(argv) as proc:
         try:
             node = proc.own(Player())
@@ -226,6 +237,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 node.play_scene(Path(node.scene_path) if node.scene_path else EXAMPLE_SCENE)
             if node.reconstruct_service:
                 code = 0 if node.call_reconstruct() else 1
+                if code:
+                    node.report_failure("the reconstruction request failed (see the player's log)")
             if not node.exit_when_done:
                 rclpy.spin(node)
         except STOP_SIGNALS:
@@ -233,6 +246,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback, for bad input
             print(f"[player] error: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = 1
+            if node is not None:
+                node.report_failure(f"{type(exc).__name__}: {exc}")
     return code
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ the node's latched QoS. For each result it writes into ``out``: ``result.json`` 
 ``objects/<id>.ply`` + ``objects/<id>_cloud.ply`` (the scene-format output, through the core's
 ``Reconstruction.write``) and ``report.png`` (the input image with masks, and the completed
 meshes rendered from three viewpoints). It exits with code 0 after ``count`` results, or 1 after
-``timeout`` seconds without them.
+``timeout`` seconds without them or as soon as the player reports on ``player_failure`` that it
+gave up.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from amodal3d_ros.result import ReconstructedObject, Reconstruction
 from amodal3d_ros.ros import conversions as conv
@@ -135,6 +137,8 @@ class Recorder(Node):
         self.pending = None  # (msg, arrival time) waiting briefly for its debug image
         self.create_subscription(ReconstructedObjectArray, "objects", self._on_objects, qos.latched_qos())
         self.create_subscription(Image, "debug_image", self._on_debug, qos.latched_qos())
+        self.player_failure: Optional[str] = None  # the player gave up: no result will come
+        self.create_subscription(String, "player_failure", self._on_player_failure, qos.latched_qos())
         self.get_logger().info(f"recording {self.count} result(s) from "
                                f"{self.resolve_topic_name('objects')} into {self.out}")
 
@@ -143,6 +147,9 @@ class Recorder(Node):
             self.debug_rgb = conv.image_to_rgb(msg)
         except conv.ConversionError as exc:
             self.get_logger().warning(f"debug_image: {exc}")
+
+    def _on_player_failure(self, msg: String) -> None:
+        self.player_failure = msg.data
 
     def _on_objects(self, msg) -> None:
         self.pending = (msg, time.monotonic())
@@ -180,6 +187,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             node.poll()
             if time.monotonic() - t0 > node.timeout:
                 node.get_logger().error(f"timeout: {node.received}/{node.count} results after {node.timeout:.0f} s")
+                break
+            if node.player_failure is not None and node.pending is None:
+                node.get_logger().error(f"the player failed ({node.player_failure}): "
+                                        f"{node.received}/{node.count} results, giving up")
                 break
     if node is not None and node.received >= node.count:
         return 0
