@@ -56,7 +56,7 @@ class ViewRegions:
     """One view cut into regions: ``image`` > 0 object candidates, SUPPORT_LABEL background, 0 unsure."""
 
     image: np.ndarray
-    colours: dict[int, np.ndarray]  # region -> mean CIE a*b*
+    colours: dict[int, np.ndarray]  # region -> mean signed CIE a*b*
     areas: dict[int, int]
 
 
@@ -78,7 +78,9 @@ class SilhouetteSegmenter:
         their depth, if any, is sparse stereo (used for the support plane)."""
         poses = [np.asarray(T, dtype=np.float64) for T in poses]
         plane = self._support_plane(frames, poses)
-        views = [self._regions(f, T, plane) for f, T in zip(frames, poses)]
+        views = [self._regions(f) for f in frames]
+        # Carving the association cones only needs to know what is background; computed once.
+        not_background = [v.image != SUPPORT_LABEL for v in views]
         labels = [v.image.copy() for v in views]
         for lab in labels:
             lab[lab > 0] = 0  # object labels are given below, per associated object
@@ -96,7 +98,7 @@ class SilhouetteSegmenter:
         for seed in seeds:
             if seed in claimed:
                 continue
-            members, survivors = self._associate(seed, frames, poses, views, plane, claimed)
+            members, survivors = self._associate(seed, frames, poses, views, not_background, plane, claimed)
             claimed.update(members)
             masks: dict[int, np.ndarray] = {}
             for i, r in members:
@@ -166,15 +168,16 @@ class SilhouetteSegmenter:
                                "the most common height; the world frame's z must point up)")
         return Plane(normal=UP.copy(), offset=-float(np.median(z[near])))
 
-    def _regions(self, frame: Frame, T: np.ndarray, plane: Plane) -> ViewRegions:
+    def _regions(self, frame: Frame) -> ViewRegions:
         """Regions between chroma edges or from the mask proposer (neighbours of one colour joined);
         background by size and border contact."""
         cfg = self.config
-        lab = cv2.cvtColor(cv2.GaussianBlur(frame.rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
+        # Signed CIE a*b* (OpenCV's 8-bit Lab is offset by 128).
+        ab = cv2.cvtColor(cv2.GaussianBlur(frame.rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:] - 128.0
         if self.region_masks is None:
-            n, comp = cv2.connectedComponents((chroma_gradient(lab) < CHROMA_EDGE).astype(np.uint8), connectivity=4)
+            n, comp = cv2.connectedComponents((chroma_gradient(ab) < CHROMA_EDGE).astype(np.uint8), connectivity=4)
         else:
-            comp = paint_masks(self.region_masks(frame), lab.shape[:2])
+            comp = paint_masks(self.region_masks(frame), ab.shape[:2])
             n = int(comp.max()) + 1
         area = np.bincount(comp.ravel(), minlength=n).astype(np.float64)
         size = comp.size
@@ -185,27 +188,25 @@ class SilhouetteSegmenter:
             | (contact > BORDER_CONTACT_FRACTION * min(comp.shape))
         background[0] = False  # 0: the edge pixels themselves
         # Parts of one object (its lit and shaded sides, a lid) join; background never joins.
-        colours = np.stack([np.bincount(comp.ravel(), weights=lab[..., c].ravel(), minlength=n) for c in range(2)], 1)
-        colours /= np.maximum(area, 1)[:, None]
         objects_only = np.where(background[comp], 0, comp)
-        merged = merge_similar_neighbours(objects_only, colours, cfg.color_edge)
+        merged = merge_similar_neighbours(objects_only, mean_per_label(ab, comp, n), cfg.color_edge)
         image = np.where(background[comp], SUPPORT_LABEL, merged).astype(np.int32)
         m = merged.max() + 1
         area = np.bincount(merged.ravel(), minlength=m).astype(np.float64)
-        sums = np.stack([np.bincount(merged.ravel(), weights=lab[..., c].ravel(), minlength=m) for c in range(2)], 1)
+        colours = mean_per_label(ab, merged, m)
         min_pixels = max(20, int(cfg.min_object_pixels * size / (640 * 480)))
         small = np.nonzero(area < min_pixels)[0]
         image[np.isin(image, small[small > 0])] = 0  # specks: unsure, never carve
         candidates = [r for r in range(1, m) if area[r] >= min_pixels]
-        return ViewRegions(image=image, colours={int(r): sums[r] / area[r] for r in candidates},
+        return ViewRegions(image=image, colours={int(r): colours[r] for r in candidates},
                            areas={int(r): int(area[r]) for r in candidates})
 
-    def _associate(self, seed: tuple[int, int], frames, poses, views: list[ViewRegions], plane: Plane,
-                   claimed: set) -> tuple[list[tuple[int, int]], np.ndarray]:
+    def _associate(self, seed: tuple[int, int], frames, poses, views: list[ViewRegions],
+                   not_background: list[np.ndarray], plane: Plane, claimed: set) -> tuple[list[tuple[int, int]], np.ndarray]:
         """The seed region and the regions of other views that its carved cone lands on with its colour."""
         i, r = seed
         cone = viewing_cone(frames[i], poses[i], views[i].image == r, plane, self.max_height)
-        survivors = cone[carve(cone, frames, poses, [v.image != SUPPORT_LABEL for v in views])]
+        survivors = cone[carve(cone, frames, poses, not_background)]
         members = [seed]
         colour = views[i].colours[r]
         for j, (frame, T) in enumerate(zip(frames, poses)):
@@ -215,13 +216,20 @@ class SilhouetteSegmenter:
             hit = views[j].image[v[inside], u[inside]]
             regions, counts = np.unique(hit[hit > 0], return_counts=True)
             for s, count in zip(regions, counts):
-                alike = same_colour(views[j].colours[int(s)] - 128.0, colour - 128.0, self.config.color_edge)
+                alike = same_colour(views[j].colours[int(s)], colour, self.config.color_edge)
                 if alike and count >= max(15, 0.1 * inside.sum()) and (j, int(s)) not in claimed:
                     members.append((j, int(s)))
         return members, survivors
 
 
 # ---------------------------------------------------------------------------- regions
+def mean_per_label(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """(n, C) mean of (H, W, C) ``values`` over each label 0..n-1 of ``labels`` (0 where a label is empty)."""
+    area = np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+    return np.stack([np.bincount(labels.ravel(), weights=values[..., c].ravel(), minlength=n)
+                     for c in range(values.shape[-1])], 1) / area[:, None]
+
+
 def paint_masks(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """(H, W) int32 component image from possibly overlapping masks: larger ones first, so a part
     (an object) wins over the whole it lies on (the table); 0 where no mask covers."""
@@ -277,9 +285,8 @@ def merge_similar_neighbours(comp: np.ndarray, colours: np.ndarray, threshold: f
             touch = (a != b) & (a > 0) & (b > 0)
             pairs.append(np.stack([a[touch], b[touch]], 1))
     pairs = np.unique(np.concatenate(pairs), axis=0)
-    chroma = colours - 128.0  # OpenCV's 8-bit a*b* are offset by 128
     for a, b in pairs:
-        if same_colour(chroma[a], chroma[b], threshold):
+        if same_colour(colours[a], colours[b], threshold):
             parent[root(a)] = root(b)
     roots = np.array([root(i) for i in range(n)])
     _, relabel = np.unique(roots, return_inverse=True)  # root 0 is the smallest: edges stay 0
