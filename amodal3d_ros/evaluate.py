@@ -22,7 +22,8 @@ from tqdm import tqdm
 from .cli import add_pipeline_arguments, pipeline_config
 from .complete import make_completer
 from .config import CompleteConfig
-from .metrics import ShapeScores, score_object, score_points, visible_surface_mask
+from .geometry import transform_points
+from .metrics import ShapeScores, occupancy, score_object, score_points, visible_surface_mask
 from .scene import Scene, drop_depth, read_ground_truth, read_scene
 
 VIEW_COUNTS = (1, 2, 4)
@@ -62,6 +63,25 @@ def hidden_mask_fn(folder: Path, scene: Scene):
     return lambda pts: ~visible_surface_mask(pts, meshes, Ks, poses, sizes)
 
 
+class TrueShape:
+    """The true shape put through the same evidence grid, constraints and meshing as a completer.
+
+    Not a method: it is what a perfect completion would score with this segmentation and
+    fusion, so the distance between it and a method is what completion can still win.
+    """
+    name = "truth"
+
+    def __init__(self, mesh: trimesh.Trimesh):
+        self.mesh = mesh
+
+    def occupancy(self, evidence, resolution: int) -> np.ndarray:
+        centres = transform_points(evidence.T_world_grid, evidence.centres(resolution).reshape(-1, 3))
+        return occupancy(self.mesh, centres).reshape((resolution,) * 3).astype(np.float32)
+
+    def certainty(self) -> float:
+        return 1.0
+
+
 def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIEW_COUNTS,
              rgb_only: bool = False, progress: bool = True) -> dict:
     """Score every method on every scene and view count; ``rgb_only`` drops the depth images."""
@@ -69,7 +89,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
 
     reconstructor = Reconstructor(config)
     completers = {m: make_completer(CompleteConfig(method=m, weights=config.complete.weights),
-                                    reconstructor.device) for m in methods if m != "visible"}
+                                    reconstructor.device) for m in methods if m not in ("visible", TrueShape.name)}
     rows = []
     bar = tqdm(total=len(scene_dirs) * len(view_counts), desc="benchmark", disable=not progress)
     for folder in scene_dirs:
@@ -107,7 +127,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 if "visible" in methods:
                     pts = seg_obj.points if seg_obj is not None else np.zeros((0, 3))
                     rows.append({**base, "method": "visible", **score_points(pts, gt_mesh, hidden_mask_fn=hidden).as_dict()})
-                for name, completer in completers.items():
+                for name in [m for m in methods if m != "visible"]:
+                    completer = TrueShape(gt_mesh) if name == TrueShape.name else completers[name]
                     t1 = time.perf_counter()
                     result = reconstructor.complete(_only(prepared, target.id), completer)
                     seconds = time.perf_counter() - t1
@@ -216,7 +237,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=24, help="scenes to build when the folder is new")
     parser.add_argument("--seed", type=int, default=20261127, help="seed of the benchmark scenes")
     parser.add_argument("--methods", default="visible,extrusion,hull,learned",
-                        help="comma-separated: visible, extrusion, hull, learned")
+                        help="comma-separated: visible, extrusion, hull, learned, and truth (the true "
+                             "shape through the same evidence and meshing: the ceiling of any completion)")
     parser.add_argument("--views", default="1,2,4", help="view counts to score")
     parser.add_argument("--rgb-only", action="store_true",
                         help="drop the depth images: score the RGB-only path on the same scenes")

@@ -56,14 +56,22 @@ def point_scores(pred: np.ndarray, gt: np.ndarray) -> ShapeScores:
                        fscore_10mm=fscore(pred, gt, 0.01, d_pg, d_gp))
 
 
-def occupancy(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
-    """Inside test for (N, 3) points (ray parity in Open3D; the mesh should be watertight)."""
+def occupancy(mesh: trimesh.Trimesh, points: np.ndarray, thicken: float = 0.0) -> np.ndarray:
+    """Inside test for (N, 3) points (ray parity in Open3D; the mesh should be watertight).
+
+    With ``thicken`` (metres), points nearer the surface than that count as inside too: a wall
+    thinner than the sampling grid (a mug's, a plate's) then still shows up on the grid.
+    """
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
                         o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
-    return scene.compute_occupancy(o3d.core.Tensor(points.astype(np.float32))).numpy() > 0.5
+    query = o3d.core.Tensor(points.astype(np.float32))
+    inside = scene.compute_occupancy(query).numpy() > 0.5
+    if thicken > 0:
+        inside |= scene.compute_distance(query).numpy() < thicken
+    return inside
 
 
 def volumetric_iou(pred: trimesh.Trimesh, gt: trimesh.Trimesh, resolution: int = 64) -> float:

@@ -46,6 +46,30 @@ def test_data_generation_is_resumable(tiny_config):
     assert 0.0 < float(torch.as_tensor(data.arrays["inside"]).float().mean()) < 0.8
 
 
+def test_shards_of_another_recipe_are_refused(tiny_config):
+    from amodal3d_ros.config import ConfigError
+
+    config = TrainConfig.from_yaml(tiny_config)
+    generate_data(config, progress=False)
+    config.data.workers = 2  # how the shards are made does not matter...
+    generate_data(config, progress=False)
+    config.data.thicken = 0.5  # ...what they hold does: other labels are refused, naming the setting
+    with pytest.raises(ConfigError, match="data.thicken"):
+        generate_data(config, progress=False)
+
+
+def test_thickened_labels_make_a_thin_wall_visible_to_the_grid():
+    import numpy as np
+    import trimesh
+
+    from amodal3d_ros.metrics import occupancy
+
+    wall = trimesh.creation.box(extents=(0.1, 0.1, 0.002))  # a 2 mm plate
+    probes = np.array([[0.0, 0.0, 0.0025], [0.0, 0.0, -0.0025], [0.0, 0.0, 0.02]])
+    assert not occupancy(wall, probes).any()  # 2.5 mm off the mid-plane: outside the true plate
+    assert occupancy(wall, probes, thicken=0.002).tolist() == [True, True, False]
+
+
 def test_train_checkpoint_resume_and_weights(tiny_config):
     config = TrainConfig.from_yaml(tiny_config)
     generate_data(config, progress=False)
@@ -104,13 +128,15 @@ def test_eval_writes_report(tmp_path):
     from amodal3d_ros.cli import main
 
     bench = tmp_path / "bench"
-    code = main(["eval", "--bench", str(bench), "--scenes", "1", "--methods", "visible,extrusion,hull",
+    code = main(["eval", "--bench", str(bench), "--scenes", "1", "--methods", "visible,extrusion,hull,truth",
                  "--views", "1,2", "--out", str(tmp_path / "docs"), "--name", "tiny"])
     assert code == 0
     report = json.loads((tmp_path / "docs" / "tiny.json").read_text())
     methods = report["aggregate"]["by_method"]
-    assert set(methods) == {"visible", "extrusion", "hull"}
+    assert set(methods) == {"visible", "extrusion", "hull", "truth"}
     assert methods["hull"]["fscore_10mm"] > 0.3 and methods["hull"]["iou"] is not None
+    # the true shape through the same evidence and meshing: the ceiling no completion passes by much
+    assert methods["truth"]["iou"] > max(methods["hull"]["iou"], methods["extrusion"]["iou"])
     assert (tmp_path / "docs" / "tiny.png").stat().st_size > 1000
     assert "| hull |" in (tmp_path / "docs" / "tiny.md").read_text()
     # only validation-split objects in the benchmark

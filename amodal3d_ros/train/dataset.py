@@ -61,20 +61,24 @@ def normalised(points_grid: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
 
 
 def query_labels(evidence: EvidenceGrid, mesh_world: trimesh.Trimesh, count: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Half near the true surface (jittered by about a voxel), half uniform over the grid."""
+                 rng: np.random.Generator, thicken: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Half near the true surface (jittered by about a voxel), half uniform over the grid.
+
+    ``thicken`` (in voxels): points this near the surface are labelled inside, so thin walls
+    (mugs, bowls, plates) are learnt as walls instead of as empty space between grid samples.
+    """
     near = count // 2
     surface = np.asarray(trimesh.sample.sample_surface(mesh_world, near, seed=int(rng.integers(1 << 30)))[0])
     surface_grid = transform_points(invert(evidence.T_world_grid), surface)
     surface_grid += rng.normal(scale=evidence.voxel * 0.75, size=surface_grid.shape)
     uniform = evidence.origin + rng.uniform(0, evidence.size, size=(count - near, 3))
     pts_grid = np.concatenate([surface_grid, uniform])
-    inside = occupancy(mesh_world, transform_points(evidence.T_world_grid, pts_grid))
+    inside = occupancy(mesh_world, transform_points(evidence.T_world_grid, pts_grid), thicken * evidence.voxel)
     return normalised(pts_grid, evidence).astype(np.float32), inside
 
 
 def samples_from_scene(synthetic, fuse_config: FuseConfig, points_per_sample: int, rng: np.random.Generator,
-                       min_points: int = 40) -> list[dict]:
+                       min_points: int = 40, thicken: float = 0.0) -> list[dict]:
     seg = segmentation_from_instances(synthetic)
     frames = synthetic.scene.frames
     poses = [f.T_world_camera for f in frames]
@@ -83,7 +87,7 @@ def samples_from_scene(synthetic, fuse_config: FuseConfig, points_per_sample: in
         if len(obj.points) < min_points:
             continue  # hidden or almost: no evidence to place a grid on
         evidence = fuse_object(frames, poses, seg, obj, fuse_config)
-        pts, inside = query_labels(evidence, synthetic.gt_meshes[obj.id], points_per_sample, rng)
+        pts, inside = query_labels(evidence, synthetic.gt_meshes[obj.id], points_per_sample, rng, thicken)
         out.append({"evidence": evidence.channels().astype(np.float16), "voxel": np.float32(evidence.voxel),
                     "points": pts.astype(np.float16), "inside": inside, "views": np.int8(len(frames))})
     return out

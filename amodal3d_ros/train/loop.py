@@ -36,6 +36,7 @@ class DataConfig:
     width: int = 320
     height: int = 240
     points_per_sample: int = 2048
+    thicken: float = 0.0  # voxels: query points this near the true surface are labelled inside
     scenes_per_shard: int = 25
     workers: int = 2
     include: tuple[str, ...] = ()  # more shard folders to train on (made by other configs, e.g. stage 1)
@@ -106,10 +107,32 @@ def _generate_shard(args) -> int:
             synthetic = generate_scene(seed, synth_cfg)
         except SceneGenerationError:
             continue
-        samples += samples_from_scene(synthetic, fuse_cfg, data_cfg.points_per_sample, rng)
+        samples += samples_from_scene(synthetic, fuse_cfg, data_cfg.points_per_sample, rng,
+                                      thicken=data_cfg.thicken)
     if samples:
         write_shard(Path(shard_path), samples)
     return len(samples)
+
+
+# Keys that do not change what a shard holds: more scenes only add shards.
+_RECIPE_FREE_KEYS = {"folder", "scenes", "workers", "include"}
+
+
+def _check_same_recipe(existing: dict, wanted: dict, folder: Path) -> None:
+    """Refuse to add shards made another way (e.g. other labels) to a folder of existing shards."""
+    # A key an older record lacks had its default then: new settings default to the old behaviour.
+    defaults = json.loads(json.dumps({"data": asdict(DataConfig()), "fuse": asdict(FuseConfig())}))
+
+    def recipe(d):
+        data = {**defaults["data"], **d.get("data", {})}
+        return {"data": {k: v for k, v in data.items() if k not in _RECIPE_FREE_KEYS},
+                "fuse": {**defaults["fuse"], **d.get("fuse", {})}}
+    old, new = recipe(existing), recipe(wanted)
+    if old != new:
+        changed = sorted(f"{section}.{k}" for section in ("data", "fuse")
+                         for k in set(old[section]) | set(new[section]) if old[section].get(k) != new[section].get(k))
+        raise ConfigError(f"{folder} holds shards made with other settings ({', '.join(changed)}): "
+                          "choose another data.folder or delete the old shards")
 
 
 def generate_data(config: TrainConfig, progress: bool = True) -> Path:
@@ -117,7 +140,11 @@ def generate_data(config: TrainConfig, progress: bool = True) -> Path:
     cfg = config.data
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dataset.json").write_text(json.dumps({"data": asdict(cfg), "fuse": asdict(config.fuse)}, indent=1))
+    record = folder / "dataset.json"
+    wanted = {"data": asdict(cfg), "fuse": asdict(config.fuse)}
+    if record.is_file() and any(folder.glob("shard_*.npz")):
+        _check_same_recipe(json.loads(record.read_text()), json.loads(json.dumps(wanted)), folder)
+    record.write_text(json.dumps(wanted, indent=1))
     jobs = []
     for start in range(0, cfg.scenes, cfg.scenes_per_shard):
         path = folder / f"shard_{start // cfg.scenes_per_shard:05d}.npz"
