@@ -98,7 +98,15 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             full = drop_depth(full)
         gt_paths = read_ground_truth(folder)
         visibility = json.loads((folder / "gt" / "visibility.json").read_text())["targets"]
+        meta_path = folder / "gt" / "meta.json"  # the synthetic generator's record: which mesh each object is
+        sources = {o["id"]: o["source"] for o in json.loads(meta_path.read_text())["objects"]} \
+            if meta_path.is_file() else {}
         for views in view_counts:
+            def describe(target):
+                return {"scene": folder.name, "object": target.id, "source": sources.get(target.id, "unknown"),
+                        "views": views, "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
+                        "visible_fraction_gt": visibility[target.id]["visible_fraction"]}
+
             if views > len(full.frames):
                 bar.update()
                 continue
@@ -111,8 +119,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 # A failed scene scores zero for every method, so failures are not hidden.
                 for target in scene.targets:
                     for name in methods:
-                        rows.append({"scene": folder.name, "object": target.id, "views": views, "method": name,
-                                     "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
+                        rows.append({**describe(target), "method": name,
                                      "error": str(exc), "fscore_5mm": 0.0, "fscore_10mm": 0.0, "iou": 0.0,
                                      "hidden_recall_10mm": 0.0, "chamfer_mm": None, "hidden_chamfer_mm": None})
                 bar.update()
@@ -120,9 +127,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             prep_seconds = time.perf_counter() - t0
             for target in scene.targets:
                 gt_mesh = trimesh.load(gt_paths[target.id], force="mesh")
-                base = {"scene": folder.name, "object": target.id, "views": views,
-                        "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
-                        "visible_fraction_gt": visibility[target.id]["visible_fraction"]}
+                base = describe(target)
                 seg_obj = next((o for o in prepared.segmentation.objects if o.id == target.id), None)
                 if "visible" in methods:
                     pts = seg_obj.points if seg_obj is not None else np.zeros((0, 3))
@@ -158,7 +163,8 @@ def _mean(values) -> Optional[float]:
 
 def aggregate(rows: list[dict], methods: list[str], view_counts=VIEW_COUNTS) -> dict:
     scored = [r for r in rows if "method" in r]
-    out: dict = {"by_method": {}, "by_views": defaultdict(dict), "by_occlusion": defaultdict(dict)}
+    out: dict = {"by_method": {}, "by_views": defaultdict(dict), "by_occlusion": defaultdict(dict),
+                 "by_object": defaultdict(dict)}
     for m in methods:
         mine = [r for r in scored if r["method"] == m]
         # "Averaged over 1, 2 and 4 views": each view count weighs the same.
@@ -170,10 +176,15 @@ def aggregate(rows: list[dict], methods: list[str], view_counts=VIEW_COUNTS) -> 
             out["by_views"][m][str(v)] = p
         for occ in sorted({r["occlusion"] for r in mine}):
             out["by_occlusion"][m][occ] = {k: _mean(r[k] for r in mine if r["occlusion"] == occ) for k in METRICS}
+        for source in sorted({r.get("source", "unknown") for r in mine}):
+            of_source = [r for r in mine if r.get("source", "unknown") == source]
+            out["by_object"][m][source] = {**{k: _mean(r[k] for r in of_source) for k in METRICS},
+                                           "runs": len(of_source)}
         secs = [r["seconds_complete"] for r in mine if "seconds_complete" in r]
         if secs:
             out["by_method"][m]["median_seconds_complete"] = float(np.median(secs))
-    out["by_views"], out["by_occlusion"] = dict(out["by_views"]), dict(out["by_occlusion"])
+    out["by_views"], out["by_occlusion"], out["by_object"] = \
+        dict(out["by_views"]), dict(out["by_occlusion"]), dict(out["by_object"])
     return out
 
 
@@ -203,6 +214,17 @@ def markdown(report: dict, title: str) -> str:
         cells = [f"{_fmt(per.get(o, {}).get('fscore_5mm'))} / {_fmt(per.get(o, {}).get('hidden_chamfer_mm'), 1)}"
                  for o in occs]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    by_object = agg.get("by_object", {})
+    sources = sorted({o for per in by_object.values() for o in per})
+    if sources:
+        names = list(by_object)
+        lines += ["", "By target object, over all view counts (F@5mm / hidden Chamfer mm):", "",
+                  "| object | runs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for source in sources:
+            runs = max(by_object[m].get(source, {}).get("runs", 0) for m in names)
+            cells = [f"{_fmt(by_object[m].get(source, {}).get('fscore_5mm'))} / "
+                     f"{_fmt(by_object[m].get(source, {}).get('hidden_chamfer_mm'), 1)}" for m in names]
+            lines.append(f"| {source} | {runs} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

