@@ -56,7 +56,7 @@ class FuseConfig:
 class CompleteConfig:
     method: str = "learned"  # "learned" (shipped model), "extrusion", "hull", "visible"
     # RGB-only views: their evidence is a visual hull, not what the model was trained on, and
-    # extrusion measured better there (docs/BENCHMARKS.md); "" = the same as ``method``
+    # extrusion measured as good there at a quarter of the time (docs/BENCHMARKS.md); "" = ``method``
     rgb_only_method: str = "extrusion"
     weights: str = ""  # empty: the shipped model
     resolution: int = 64  # occupancy queries along each axis at meshing time

@@ -258,7 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark folder: scene folders with gt/ (built here if missing)")
     parser.add_argument("--scenes", type=int, default=24, help="scenes to build when the folder is new")
     parser.add_argument("--seed", type=int, default=20261127, help="seed of the benchmark scenes")
-    parser.add_argument("--methods", default="visible,extrusion,hull,learned",
+    parser.add_argument("--methods", default="visible,extrusion,hull,learned,truth",
                         help="comma-separated: visible, extrusion, hull, learned, and truth (the true "
                              "shape through the same evidence and meshing: the ceiling of any completion)")
     parser.add_argument("--views", default="1,2,4", help="view counts to score")

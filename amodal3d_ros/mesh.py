@@ -45,6 +45,28 @@ def mesh_from_occupancy(probability: np.ndarray, origin: np.ndarray, size: float
     return transform_points(T_world_grid, mesh.vertices), np.asarray(mesh.faces, dtype=np.int32)
 
 
+def shrink_unobserved(vertices: np.ndarray, faces: np.ndarray, distance: float, observed: np.ndarray,
+                      blend: float) -> np.ndarray:
+    """Move vertices ``distance`` inwards along their normals, except near ``observed`` points.
+
+    Undoes a surface that was predicted ``distance`` outside the true one (a model trained on
+    thickened walls) where it was predicted; vertices within ``blend`` of an observed point keep
+    their measured place, and between ``blend`` and 2 ``blend`` the shift fades in.
+    """
+    if distance <= 0 or len(faces) == 0:
+        return vertices
+    from scipy.spatial import cKDTree
+
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    normals = np.asarray(mesh.vertex_normals)
+    if len(observed):
+        near = cKDTree(observed).query(vertices, distance_upper_bound=2 * blend)[0]
+        weight = np.clip(np.where(np.isfinite(near), near, 2 * blend) / blend - 1.0, 0.0, 1.0)
+    else:
+        weight = np.ones(len(vertices))
+    return vertices - (distance * weight)[:, None] * normals
+
+
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """``count`` points spread evenly (by area) over the mesh surface."""
     if len(faces) == 0:

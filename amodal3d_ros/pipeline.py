@@ -19,7 +19,7 @@ from .complete import constrain, make_completer
 from .config import PipelineConfig
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import invert, project, transform_points
-from .mesh import mesh_from_occupancy, sample_surface
+from .mesh import mesh_from_occupancy, sample_surface, shrink_unobserved
 from .poses import resolve_poses
 from .result import ReconstructedObject, Reconstruction
 from .scene import Frame, Scene, Target
@@ -164,11 +164,18 @@ class Reconstructor:
     def mesh_evidence(self, evidence: EvidenceGrid, completer=None) -> tuple[np.ndarray, np.ndarray]:
         """Evidence in, completed world-frame mesh (vertices, faces) out."""
         occupancy = self.complete_evidence(evidence, completer)
-        return mesh_from_occupancy(
+        vertices, faces = mesh_from_occupancy(
             occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
             level=self.config.complete.threshold,
             smooth_sigma=self.config.mesh.smooth_sigma * occupancy.shape[0] / evidence.shape[0],
             keep_near=evidence.visible_points)
+        # A model trained on thickened walls predicts surfaces that much too far out: move them back,
+        # but not the measured surface, which constrain placed from the signed distances.
+        offset = getattr(completer, "surface_offset", lambda ev: 0.0)(evidence)
+        if offset > 0:
+            observed_world = transform_points(evidence.T_world_grid, evidence.visible_points)
+            vertices = shrink_unobserved(vertices, faces, offset, observed_world, blend=evidence.voxel)
+        return vertices, faces
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation

@@ -28,6 +28,12 @@ def test_shipped_weights_are_small_safe_and_documented():
     assert PipelineConfig().complete.method == "learned"  # the default of reconstruct and the node
 
 
+def test_shipped_model_knows_how_far_its_surfaces_were_thickened(evidence):
+    completer = make_completer(CompleteConfig(method="learned"))
+    thicken = completer.metadata["train_config"]["data"].get("thicken", 0.0)
+    assert completer.surface_offset(evidence) == pytest.approx(thicken * evidence.voxel)
+
+
 def test_bad_weights_give_clear_errors(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "none.safetensors")

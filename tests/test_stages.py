@@ -8,7 +8,7 @@ from amodal3d_ros.complete import constrain, make_completer
 from amodal3d_ros.config import CompleteConfig, FuseConfig, PipelineConfig, PoseConfig
 from amodal3d_ros.fuse import fuse_object
 from amodal3d_ros.geometry import invert, transform_points
-from amodal3d_ros.mesh import mesh_from_occupancy, sample_surface
+from amodal3d_ros.mesh import mesh_from_occupancy, sample_surface, shrink_unobserved
 from amodal3d_ros.metrics import occupancy, point_scores, score_object
 from amodal3d_ros.poses import estimate_poses
 from amodal3d_ros.scene import read_scene
@@ -101,6 +101,16 @@ def test_mesh_of_a_sphere_is_watertight_and_metric():
     assert np.allclose(mesh.centroid, [1, 2, 3], atol=0.002)
     assert abs(mesh.volume - 4 / 3 * np.pi * r ** 3) / (4 / 3 * np.pi * r ** 3) < 0.08
     assert sample_surface(v, f, 500).shape == (500, 3)
+
+
+def test_shrink_moves_predicted_surface_in_and_keeps_the_measured_one():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    observed = sphere.vertices[sphere.vertices[:, 2] > 0.04]  # a measured cap on top
+    moved = shrink_unobserved(sphere.vertices, sphere.faces, 0.002, observed, blend=0.004)
+    radius = np.linalg.norm(moved, axis=1)
+    assert np.allclose(radius[sphere.vertices[:, 2] > 0.04], 0.05, atol=1e-9)  # measured: in place
+    assert np.allclose(radius[sphere.vertices[:, 2] < 0.0], 0.048, atol=1e-4)  # predicted: 2 mm in
+    assert np.all(radius >= 0.048 - 1e-4)  # the fade between them only ever moves less
 
 
 def test_metrics_on_known_shapes():

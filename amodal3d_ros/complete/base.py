@@ -25,6 +25,9 @@ class Completer(Protocol):
     def certainty(self) -> float:
         """0..1: how far to trust the predicted hidden parts (used in per-object confidence)."""
 
+    # Optional: ``surface_offset(evidence) -> float``, metres by which the completer's predicted
+    # surfaces lie outside the true ones; meshing moves them back (see mesh.shrink_unobserved).
+
 
 def resample(volume: np.ndarray, resolution: int, mode: str = "trilinear") -> np.ndarray:
     """Resample an (N, N, N) volume over the same bounds to (R, R, R), cell centres aligned."""

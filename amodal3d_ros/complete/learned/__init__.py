@@ -86,6 +86,12 @@ class LearnedCompleter:
         self.model, self.metadata = load_weights(Path(weights) if weights else None, device)
         self.chunk = chunk
         self._certainty = 0.7
+        # Voxels by which the training labels thickened every wall (0 for models trained without).
+        self.thicken = float(self.metadata.get("train_config", {}).get("data", {}).get("thicken", 0.0))
+
+    def surface_offset(self, evidence: EvidenceGrid) -> float:
+        """Metres by which predicted surfaces lie outside the true ones (see ``data.thicken``)."""
+        return self.thicken * evidence.voxel
 
     def certainty(self) -> float:
         return self._certainty
