@@ -58,7 +58,7 @@ def shrink_unobserved(vertices: np.ndarray, faces: np.ndarray, distance: float, 
     from scipy.spatial import cKDTree
 
     mesh = trimesh.Trimesh(vertices, faces, process=False)
-    normals = np.asarray(mesh.vertex_normals)
+    normals = np.nan_to_num(np.asarray(mesh.vertex_normals))  # a vertex of degenerate faces only: stays
     if len(observed):
         near = cKDTree(observed).query(vertices, distance_upper_bound=2 * blend)[0]
         weight = np.clip(np.where(np.isfinite(near), near, 2 * blend) / blend - 1.0, 0.0, 1.0)
