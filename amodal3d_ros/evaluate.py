@@ -101,12 +101,13 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
         meta_path = folder / "gt" / "meta.json"  # the synthetic generator's record: which mesh each object is
         sources = {o["id"]: o["source"] for o in json.loads(meta_path.read_text())["objects"]} \
             if meta_path.is_file() else {}
-        for views in view_counts:
-            def describe(target):
-                return {"scene": folder.name, "object": target.id, "source": sources.get(target.id, "unknown"),
-                        "views": views, "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
-                        "visible_fraction_gt": visibility[target.id]["visible_fraction"]}
 
+        def describe(target, views: int) -> dict:
+            return {"scene": folder.name, "object": target.id, "source": sources.get(target.id, "unknown"),
+                    "views": views, "occlusion": occlusion_bin(visibility[target.id]["visible_fraction"]),
+                    "visible_fraction_gt": visibility[target.id]["visible_fraction"]}
+
+        for views in view_counts:
             if views > len(full.frames):
                 bar.update()
                 continue
@@ -119,7 +120,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 # A failed scene scores zero for every method, so failures are not hidden.
                 for target in scene.targets:
                     for name in methods:
-                        rows.append({**describe(target), "method": name,
+                        rows.append({**describe(target, views), "method": name,
                                      "error": str(exc), "fscore_5mm": 0.0, "fscore_10mm": 0.0, "iou": 0.0,
                                      "hidden_recall_10mm": 0.0, "chamfer_mm": None, "hidden_chamfer_mm": None})
                 bar.update()
@@ -127,7 +128,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             prep_seconds = time.perf_counter() - t0
             for target in scene.targets:
                 gt_mesh = trimesh.load(gt_paths[target.id], force="mesh")
-                base = describe(target)
+                base = describe(target, views)
                 seg_obj = next((o for o in prepared.segmentation.objects if o.id == target.id), None)
                 if "visible" in methods:
                     pts = seg_obj.points if seg_obj is not None else np.zeros((0, 3))

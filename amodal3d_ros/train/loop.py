@@ -140,12 +140,12 @@ def _check_same_recipe(existing: dict, wanted: dict, folder: Path) -> None:
 
 def generate_data(config: TrainConfig, progress: bool = True) -> Path:
     """Write missing shards (resumable); returns the data folder."""
+    from ..synth.objects import object_library
+
     cfg = config.data
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "dataset.json"
-    from ..synth.objects import object_library
-
     wanted = {"data": asdict(cfg), "fuse": asdict(config.fuse),
               "sources": [source.name for source in object_library(cfg.split)]}
     if record.is_file() and any(folder.glob("shard_*.npz")):
