@@ -28,6 +28,23 @@ def test_shipped_weights_are_small_safe_and_documented():
     assert PipelineConfig().complete.method == "learned"  # the default of reconstruct and the node
 
 
+def test_config_train_yaml_is_the_recipe_of_the_shipped_weights():
+    """`amodal3d train --config config/train.yaml` must remake the shipped model: same data, model,
+    optimiser and grid settings as the weights record (paths and logging may differ)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from amodal3d_ros.train.loop import TrainConfig
+
+    recorded = load_weights()[1]["train_config"]
+    recipe = asdict(TrainConfig.from_yaml(Path(__file__).parents[1] / "config" / "train.yaml"))
+    run_only = {"folder", "workers", "include", "checkpoint_every", "log_every", "threads"}
+    for section in ("data", "model", "optim", "fuse"):
+        for key, value in recipe[section].items():
+            if key not in run_only:
+                assert recorded[section][key] == (list(value) if isinstance(value, tuple) else value), f"{section}.{key}"
+
+
 def test_shipped_model_knows_how_far_its_surfaces_were_thickened(evidence):
     completer = make_completer(CompleteConfig(method="learned"))
     thicken = completer.metadata["train_config"]["data"].get("thicken", 0.0)

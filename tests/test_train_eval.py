@@ -45,6 +45,10 @@ def test_data_generation_is_resumable(tiny_config):
     sample = data[0]
     assert sample["evidence"].shape == (6, 16, 16, 16) and sample["points"].shape == (256, 3)
     assert 0.0 < float(torch.as_tensor(data.arrays["inside"]).float().mean()) < 0.8
+    # A batch taken in one index is what stacking the samples one by one gives.
+    batch = data.take([2, 0, 2])
+    for key, value in batch.items():
+        assert torch.equal(value, torch.stack([data[i][key] for i in (2, 0, 2)]))
 
 
 def test_shards_of_another_recipe_are_refused(tiny_config):
