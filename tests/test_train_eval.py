@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from amodal3d_ros.complete.learned import LearnedCompleter, load_weights
-from amodal3d_ros.train.dataset import ShardDataset
+from amodal3d_ros.train.dataset import ShardDataset, write_shard
 from amodal3d_ros.train.loop import TrainConfig, generate_data, train
 
 TINY = {
@@ -49,6 +49,19 @@ def test_data_generation_is_resumable(tiny_config):
     batch = data.take([2, 0, 2])
     for key, value in batch.items():
         assert torch.equal(value, torch.stack([data[i][key] for i in (2, 0, 2)]))
+
+
+def test_shard_folders_of_other_sample_shapes_do_not_mix(tmp_path):
+    import numpy as np
+
+    def sample(points):
+        return {"evidence": np.zeros((6, 4, 4, 4), np.float16), "voxel": np.float32(0.01),
+                "points": np.zeros((points, 3), np.float16), "inside": np.zeros(points, bool)}
+    write_shard(tmp_path / "a" / "shard_00000.npz", [sample(8), sample(8)])
+    write_shard(tmp_path / "b" / "shard_00000.npz", [sample(16)])
+    assert len(ShardDataset([tmp_path / "a"])) == 2
+    with pytest.raises(ValueError, match="'points' has shape"):
+        ShardDataset([tmp_path / "a", tmp_path / "b"])
 
 
 def test_shards_of_another_recipe_are_refused(tiny_config):

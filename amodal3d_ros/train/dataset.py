@@ -102,7 +102,7 @@ def write_shard(path: Path, samples: list[dict]) -> None:
 
 @dataclass
 class ShardDataset(torch.utils.data.Dataset):
-    """All shards of one or more folders in memory (a few hundred MB for thousands of samples)."""
+    """All shards of one or more folders in memory (about 0.4 MB a sample: 4 GB for 10000)."""
 
     folders: Path | Sequence[Path]
 
@@ -114,8 +114,20 @@ class ShardDataset(torch.utils.data.Dataset):
             if not found:
                 raise FileNotFoundError(f"no training shards (shard_*.npz) in {folder}")
             shards += found
-        parts = [dict(np.load(s)) for s in shards]
-        self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        # Sized first, then filled shard by shard: memory peaks at the dataset plus one shard, not twice.
+        counts = [len(np.load(s)["voxel"]) for s in shards]
+        self.arrays, start = {}, 0
+        for shard, count in zip(shards, counts):
+            with np.load(shard) as part:
+                for key in part.files:
+                    value = part[key]
+                    if key not in self.arrays:
+                        self.arrays[key] = np.empty((sum(counts),) + value.shape[1:], value.dtype)
+                    elif value.shape[1:] != self.arrays[key].shape[1:]:
+                        raise ValueError(f"{shard}: '{key}' has shape {value.shape[1:]} per sample, the shards "
+                                         f"before it {self.arrays[key].shape[1:]} (made with other data settings)")
+                    self.arrays[key][start:start + count] = value
+            start += count
 
     def __len__(self) -> int:
         return len(self.arrays["voxel"])
