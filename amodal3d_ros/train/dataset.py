@@ -115,7 +115,10 @@ class ShardDataset(torch.utils.data.Dataset):
                 raise FileNotFoundError(f"no training shards (shard_*.npz) in {folder}")
             shards += found
         # Sized first, then filled shard by shard: memory peaks at the dataset plus one shard, not twice.
-        counts = [len(np.load(s)["voxel"]) for s in shards]
+        counts = []
+        for shard in shards:
+            with np.load(shard) as part:
+                counts.append(len(part["voxel"]))
         self.arrays, start = {}, 0
         for shard, count in zip(shards, counts):
             with np.load(shard) as part:
