@@ -46,12 +46,14 @@ def mesh_from_occupancy(probability: np.ndarray, origin: np.ndarray, size: float
 
 
 def shrink_unobserved(vertices: np.ndarray, faces: np.ndarray, distance: float, observed: np.ndarray,
-                      blend: float) -> np.ndarray:
+                      blend: float, floor: float | None = None) -> np.ndarray:
     """Move vertices ``distance`` inwards along their normals, except near ``observed`` points.
 
     Undoes a surface that was predicted ``distance`` outside the true one (a model trained on
     thickened walls) where it was predicted; vertices within ``blend`` of an observed point keep
     their measured place, and between ``blend`` and 2 ``blend`` the shift fades in.
+    With ``floor`` (the support's height; z is up), vertices within ``blend`` of it do not move
+    up or down: the base was cut by the support plane, a measurement, not predicted.
     """
     if distance <= 0 or len(faces) == 0:
         return vertices
@@ -64,7 +66,10 @@ def shrink_unobserved(vertices: np.ndarray, faces: np.ndarray, distance: float, 
         weight = np.clip(np.where(np.isfinite(near), near, 2 * blend) / blend - 1.0, 0.0, 1.0)
     else:
         weight = np.ones(len(vertices))
-    return vertices - (distance * weight)[:, None] * normals
+    shift = (distance * weight)[:, None] * normals
+    if floor is not None:
+        shift[vertices[:, 2] < floor + blend, 2] = 0.0
+    return vertices - shift
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:

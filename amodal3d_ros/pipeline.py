@@ -172,9 +172,11 @@ class Reconstructor:
         # A model trained on thickened walls predicts surfaces that much too far out: move them back,
         # but not the measured surface, which constrain placed from the signed distances.
         offset = getattr(completer, "surface_offset", lambda ev: 0.0)(evidence)
-        if offset > 0:
-            observed_world = transform_points(evidence.T_world_grid, evidence.visible_points)
-            vertices = shrink_unobserved(vertices, faces, offset, observed_world, blend=evidence.voxel)
+        if offset > 0:  # in the grid frame, where the support is the plane z = 0
+            vertices_grid = transform_points(invert(evidence.T_world_grid), vertices)
+            vertices_grid = shrink_unobserved(vertices_grid, faces, offset, evidence.visible_points,
+                                              blend=evidence.voxel, floor=0.0)
+            vertices = transform_points(evidence.T_world_grid, vertices_grid)
         return vertices, faces
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:

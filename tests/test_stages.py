@@ -113,6 +113,18 @@ def test_shrink_moves_predicted_surface_in_and_keeps_the_measured_one():
     assert np.all(radius >= 0.048 - 1e-4)  # the fade between them only ever moves less
 
 
+def test_shrink_leaves_the_base_on_the_support():
+    box = trimesh.creation.box(extents=[0.06, 0.06, 0.04])
+    box.apply_translation([0, 0, 0.02])  # standing on z = 0
+    box = box.subdivide().subdivide()
+    moved = shrink_unobserved(box.vertices, box.faces, 0.002, np.zeros((0, 3)), blend=0.004, floor=0.0)
+    base = box.vertices[:, 2] < 1e-9
+    assert np.allclose(moved[base, 2], 0.0)  # cut by the support plane: measured, not predicted
+    top = box.vertices[:, 2] > 0.04 - 1e-9
+    assert np.allclose(moved[top, 2], 0.038, atol=1e-3)  # the predicted top still moves in
+    assert np.all(np.abs(moved[base, :2]) <= np.abs(box.vertices[base, :2]) + 1e-9)  # base edges move in, not out
+
+
 def test_metrics_on_known_shapes():
     box = trimesh.creation.box(extents=[0.1, 0.1, 0.1])
     same = score_object(box, box)
