@@ -69,6 +69,8 @@ class MeshConfig:
     # Evidence-grid voxels of Gaussian smoothing of occupancy before marching cubes. 0.3 on validation
     # scenes: 0.6 erased thin walls and plates (docs/BENCHMARKS.md); 0 and 0.15 were no better.
     smooth_sigma: float = 0.3
+    # RGB-only views: visual-hull evidence is ragged, and 0.6 measured better there (docs/BENCHMARKS.md).
+    rgb_only_smooth_sigma: float = 0.6
 
 
 @dataclass
@@ -159,6 +161,7 @@ class PipelineConfig:
         check(0 < self.complete.threshold < 1, "complete.threshold must be in (0, 1)")
         check(self.mesh.cloud_points >= 16, "mesh.cloud_points must be >= 16")
         check(self.mesh.smooth_sigma >= 0, "mesh.smooth_sigma must be >= 0")
+        check(self.mesh.rgb_only_smooth_sigma >= 0, "mesh.rgb_only_smooth_sigma must be >= 0")
         if errors:
             raise ConfigError("invalid configuration: " + "; ".join(errors))
 

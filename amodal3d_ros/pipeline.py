@@ -161,13 +161,14 @@ class Reconstructor:
         completer = completer or self.completer
         return constrain(completer.occupancy(evidence, self.config.complete.resolution), evidence)
 
-    def mesh_evidence(self, evidence: EvidenceGrid, completer=None) -> tuple[np.ndarray, np.ndarray]:
+    def mesh_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Evidence in, completed world-frame mesh (vertices, faces) out."""
         occupancy = self.complete_evidence(evidence, completer)
+        sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
         vertices, faces = mesh_from_occupancy(
             occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
             level=self.config.complete.threshold,
-            smooth_sigma=self.config.mesh.smooth_sigma * occupancy.shape[0] / evidence.shape[0],
+            smooth_sigma=sigma * occupancy.shape[0] / evidence.shape[0],
             keep_near=evidence.visible_points)
         # A model trained on thickened walls predicts surfaces that much too far out: move them back,
         # but not the measured surface, which constrain placed from the signed distances.
@@ -182,7 +183,7 @@ class Reconstructor:
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
         evidence = prepared.evidence[obj.id]
-        vertices, faces = self.mesh_evidence(evidence, completer)
+        vertices, faces = self.mesh_evidence(evidence, completer, rgb_only=prepared.rgb_only)
         if len(faces) == 0:
             raise ValueError("completion produced an empty shape")
         cloud = sample_surface(vertices, faces, self.config.mesh.cloud_points)

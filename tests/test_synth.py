@@ -266,3 +266,21 @@ def test_cups_and_plates_are_thin_walled_containers():
         assert cup.mesh.volume < 0.5 * solid  # open and hollow, not a solid cylinder
     plate = ProceduralSource("plate").sample(rng)
     assert plate.mesh.bounds[1][2] < 0.035 and plate.mesh.volume < 0.2 * np.pi * plate.params["rim_radius"] ** 2 * 0.03
+
+
+def test_procedural_share_sets_how_often_a_family_is_drawn():
+    from amodal3d_ros.synth.scenes import pick_sources
+
+    library = object_library("train")
+    procedural = {i for i, s in enumerate(library) if isinstance(s, ProceduralSource)}
+    rng = np.random.default_rng(0)
+    drawn = [pick_sources(library, 6, share, rng) for share in (0.0, 1.0) for _ in range(50)]
+    assert not any(i in procedural for picks in drawn[:50] for i in picks)
+    assert all(i in procedural for picks in drawn[50:] for i in picks)
+    half = [i in procedural for _ in range(200) for i in pick_sources(library, 6, 0.5, rng)]
+    assert 0.4 < np.mean(half) < 0.6
+    # None keeps the uniform draw (and the random stream) that existing data folders were made with.
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert pick_sources(library, 5, None, a) == list(b.choice(len(library), size=5, replace=False))
+    with pytest.raises(ValueError, match="procedural_share"):
+        SynthConfig(procedural_share=1.5)

@@ -18,7 +18,7 @@ import trimesh
 
 from amodal3d_ros.geometry import invert
 from amodal3d_ros.scene import Frame, Scene, Target
-from amodal3d_ros.synth.objects import SPLITS, ObjectSample, object_library
+from amodal3d_ros.synth.objects import SPLITS, ObjectSample, ProceduralSource, object_library
 from amodal3d_ros.synth.render import Lighting, MeshRenderer, ProceduralTexture, look_at, random_texture
 from amodal3d_ros.synth.sensor import DepthNoiseModel
 
@@ -44,6 +44,9 @@ class SynthConfig:
     n_objects: tuple[int, int] = (2, 6)  # inclusive range
     n_views: Union[int, tuple[int, int]] = (1, 6)  # fixed count or inclusive range
     max_targets: int = 1
+    # Chance that an object is drawn from the procedural shape families rather than the fixed meshes;
+    # None: every source of the split equally likely (the families are 10 of the train split's 44).
+    procedural_share: Optional[float] = None
     camera_distance: Range = (0.5, 0.9)  # m from the scene centre
     elevation_deg: Range = (25.0, 60.0)
     azimuth_step_deg: Range = (20.0, 60.0)  # between consecutive views
@@ -90,6 +93,8 @@ class SynthConfig:
             raise ValueError(f"image size must be at least 16x16, got {self.width}x{self.height}")
         if self.max_targets < 1 or self.max_attempts < 1 or self.cameras_per_layout < 1:
             raise ValueError("max_targets, max_attempts and cameras_per_layout must be >= 1")
+        if self.procedural_share is not None and not 0.0 <= self.procedural_share <= 1.0:
+            raise ValueError(f"procedural_share must lie in [0, 1] (or be None), got {self.procedural_share}")
 
     def intrinsics(self) -> np.ndarray:
         K = REFERENCE_K.copy()
@@ -322,6 +327,15 @@ def _visibility_record(choice: _TargetChoice, per_frame: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- the generator
 
+def pick_sources(library: list, count: int, procedural_share: Optional[float], rng: np.random.Generator) -> list[int]:
+    """Indices into ``library`` of ``count`` objects for one scene."""
+    procedural = [i for i, source in enumerate(library) if isinstance(source, ProceduralSource)]
+    fixed = [i for i, source in enumerate(library) if not isinstance(source, ProceduralSource)]
+    if procedural_share is None or not procedural or not fixed:
+        return list(rng.choice(len(library), size=count, replace=count > len(library)))
+    return [int(rng.choice(procedural if rng.uniform() < procedural_share else fixed)) for _ in range(count)]
+
+
 def generate_scene(seed: int, config: Optional[SynthConfig] = None) -> SyntheticScene:
     """One synthetic scene, deterministic in (seed, config); config None = the defaults."""
     config = config if config is not None else SynthConfig()
@@ -337,7 +351,7 @@ def generate_scene(seed: int, config: Optional[SynthConfig] = None) -> Synthetic
                        size_xy=(layout_rng.uniform(*config.table_size_x), layout_rng.uniform(*config.table_size_y)),
                        yaw=layout_rng.uniform(0, 2 * np.pi), centre_xy=layout_rng.uniform(-0.2, 0.2, size=2))
         n_objects = int(layout_rng.integers(config.n_objects[0], config.n_objects[1] + 1))
-        picks = layout_rng.choice(len(library), size=n_objects, replace=n_objects > len(library))
+        picks = pick_sources(library, n_objects, config.procedural_share, layout_rng)
         samples = [library[i].sample(layout_rng) for i in picks]
         cluster_xy = table.centre_xy + layout_rng.uniform(-0.15, 0.15, size=2)
         placed = _place_objects(samples, table, cluster_xy, config.object_gap, layout_rng)

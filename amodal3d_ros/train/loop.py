@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ class DataConfig:
     height: int = 240
     points_per_sample: int = 2048
     thicken: float = 0.0  # voxels: query points this near the true surface are labelled inside
+    procedural_share: Optional[float] = None  # see synth.SynthConfig; None: all sources equally likely
     scenes_per_shard: int = 25
     workers: int = 2
     include: tuple[str, ...] = ()  # more shard folders to train on (made by other configs, e.g. stage 1)
@@ -100,7 +102,7 @@ def _generate_shard(args) -> int:
 
     torch.set_num_threads(1)
     synth_cfg = SynthConfig(split=data_cfg.split, n_views=tuple(data_cfg.views), n_objects=tuple(data_cfg.objects),
-                            width=data_cfg.width, height=data_cfg.height)
+                            width=data_cfg.width, height=data_cfg.height, procedural_share=data_cfg.procedural_share)
     samples = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
