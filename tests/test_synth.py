@@ -284,3 +284,7 @@ def test_procedural_share_sets_how_often_a_family_is_drawn():
     assert pick_sources(library, 5, None, a) == list(b.choice(len(library), size=5, replace=False))
     with pytest.raises(ValueError, match="procedural_share"):
         SynthConfig(procedural_share=1.5)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.config_from_args(parser.parse_args(["out", "--procedural-share", "0.6"])).procedural_share == 0.6
+    assert command.run(parser.parse_args(["out", "--procedural-share", "1.5"])) == 2  # refused, nothing written

@@ -1,7 +1,7 @@
 """The ``amodal3d synth`` subcommand: write a synthetic dataset of scene folders.
 
     amodal3d synth OUT --count N --seed S --views 4 --split train --objects 2 6
-                   [--no-depth] [--unposed] [--width 640 --height 480]
+                   [--no-depth] [--unposed] [--width 640 --height 480] [--procedural-share P]
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="object split: train (even YCB + procedural) or val (odd YCB < 30)")
     parser.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"), default=defaults.n_objects,
                         help="objects per scene (default: %(default)s)")
+    parser.add_argument("--procedural-share", type=float, default=None, metavar="P",
+                        help="chance that an object comes from the procedural shape families "
+                             "(default: every source of the split equally likely)")
     parser.add_argument("--no-depth", action="store_true", help="RGB-only scenes")
     parser.add_argument("--unposed", action="store_true",
                         help="omit camera poses; ground truth in frame 0's optical frame")
@@ -36,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     views = {} if args.views is None else {"n_views": args.views}
     return SynthConfig(split=args.split, n_objects=tuple(args.objects), depth=not args.no_depth,
-                       posed=not args.unposed, width=args.width, height=args.height, **views)
+                       posed=not args.unposed, width=args.width, height=args.height,
+                       procedural_share=args.procedural_share, **views)
 
 
 def run(args: argparse.Namespace) -> int:
