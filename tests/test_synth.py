@@ -251,8 +251,16 @@ def test_dataset_is_resumable_and_cli_runs(tmp_path):
     # a fresh folder gives the same scene 0 (per-scene determinism)
     generate_dataset(tmp_path / "ds2", 1, seed=3, config=config, progress=False)
     assert _folder_bytes(tmp_path / "ds2" / "scene_00000") == first
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seed"):
         generate_dataset(tmp_path / "ds", 3, seed=4, config=config, progress=False)
+    # A folder recorded before a setting existed resumes: the setting had its default then.
+    record = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    del record["config"]["procedural_share"]
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(record))
+    assert len(generate_dataset(tmp_path / "ds", 3, seed=3, config=config, progress=False)) == 3
+    with pytest.raises(ValueError, match="config.procedural_share"):
+        generate_dataset(tmp_path / "ds", 3, seed=3, config=dataclasses.replace(config, procedural_share=0.5),
+                         progress=False)
     assert command.run(parser.parse_args([str(tmp_path / "bad"), "--objects", "3", "2"])) == 2
 
 

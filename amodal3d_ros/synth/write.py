@@ -56,6 +56,15 @@ def _dataset_record(seed: int, config: SynthConfig) -> dict:
                                   "config": dataclasses.asdict(config)}))
 
 
+def _record_differences(existing: dict, wanted: dict) -> list[str]:
+    """Keys of ``wanted`` that ``existing`` records otherwise. A config key an older record lacks
+    had its default then (new settings default to the old behaviour), so old folders still resume."""
+    defaults = _dataset_record(wanted["seed"], SynthConfig())["config"]
+    old_config = {**defaults, **existing.get("config", {})}
+    return [k for k in wanted if k != "config" and existing.get(k) != wanted[k]] + \
+        [f"config.{k}" for k in wanted["config"] if old_config.get(k) != wanted["config"][k]]
+
+
 def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Optional[SynthConfig] = None,
                      progress: bool = True) -> list[Path]:
     """Write scenes ``scene_00000`` ... ``scene_{count-1}`` under ``out_dir``.
@@ -71,9 +80,10 @@ def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Opt
     record = _dataset_record(seed, config)
     record_path = out_dir / "dataset.json"
     if record_path.is_file():
-        existing = json.loads(record_path.read_text())
-        if {k: existing.get(k) for k in record} != record:
-            raise ValueError(f"{out_dir} holds a dataset made with another seed or config; use a new folder")
+        differences = _record_differences(json.loads(record_path.read_text()), record)
+        if differences:
+            raise ValueError(f"{out_dir} holds a dataset made with another seed or config "
+                             f"({', '.join(differences)}); use a new folder")
     _write_json(record_path, record)
 
     folders = []
