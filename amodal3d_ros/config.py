@@ -18,6 +18,16 @@ class ConfigError(ValueError):
     """A configuration value that is missing, unknown or out of range."""
 
 
+def changed_settings(recorded: dict, wanted: dict, defaults: dict) -> list[str]:
+    """Keys whose value in ``recorded`` (an older record of settings) differs from ``wanted``.
+
+    A key the record lacks had its default then (new settings default to the old behaviour), so
+    adding a setting does not orphan data made before it.
+    """
+    old, new = {**defaults, **recorded}, {**defaults, **wanted}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 @dataclass
 class SegmentConfig:
     method: str = "depth"  # "depth" (no weights) or "sam" (segment-anything checkpoint)

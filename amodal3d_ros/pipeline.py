@@ -165,20 +165,19 @@ class Reconstructor:
         """Evidence in, completed world-frame mesh (vertices, faces) out."""
         occupancy = self.complete_evidence(evidence, completer)
         sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
+        # Meshed in the grid frame, where the support is the plane z = 0, then moved to the world once.
         vertices, faces = mesh_from_occupancy(
-            occupancy, evidence.origin, evidence.size, evidence.T_world_grid,
+            occupancy, evidence.origin, evidence.size, np.eye(4),
             level=self.config.complete.threshold,
             smooth_sigma=sigma * occupancy.shape[0] / evidence.shape[0],
             keep_near=evidence.visible_points)
         # A model trained on thickened walls predicts surfaces that much too far out: move them back,
         # but not the measured surface, which constrain placed from the signed distances.
         offset = getattr(completer, "surface_offset", lambda ev: 0.0)(evidence)
-        if offset > 0:  # in the grid frame, where the support is the plane z = 0
-            vertices_grid = transform_points(invert(evidence.T_world_grid), vertices)
-            vertices_grid = shrink_unobserved(vertices_grid, faces, offset, evidence.visible_points,
-                                              blend=evidence.voxel, floor=0.0)
-            vertices = transform_points(evidence.T_world_grid, vertices_grid)
-        return vertices, faces
+        if offset > 0:
+            vertices = shrink_unobserved(vertices, faces, offset, evidence.visible_points,
+                                         blend=evidence.voxel, floor=0.0)
+        return transform_points(evidence.T_world_grid, vertices), faces
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation

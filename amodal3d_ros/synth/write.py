@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from amodal3d_ros.config import changed_settings
 from amodal3d_ros.scene import write_scene
 from amodal3d_ros.synth.scenes import (GENERATOR_NAME, GENERATOR_VERSION, SceneGenerationError, SynthConfig,
                                        SyntheticScene, generate_scene)
@@ -56,15 +57,6 @@ def _dataset_record(seed: int, config: SynthConfig) -> dict:
                                   "config": dataclasses.asdict(config)}))
 
 
-def _record_differences(existing: dict, wanted: dict) -> list[str]:
-    """Keys of ``wanted`` that ``existing`` records otherwise. A config key an older record lacks
-    had its default then (new settings default to the old behaviour), so old folders still resume."""
-    defaults = _dataset_record(wanted["seed"], SynthConfig())["config"]
-    old_config = {**defaults, **existing.get("config", {})}
-    return [k for k in wanted if k != "config" and existing.get(k) != wanted[k]] + \
-        [f"config.{k}" for k in wanted["config"] if old_config.get(k) != wanted["config"][k]]
-
-
 def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Optional[SynthConfig] = None,
                      progress: bool = True) -> list[Path]:
     """Write scenes ``scene_00000`` ... ``scene_{count-1}`` under ``out_dir``.
@@ -80,7 +72,10 @@ def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Opt
     record = _dataset_record(seed, config)
     record_path = out_dir / "dataset.json"
     if record_path.is_file():
-        differences = _record_differences(json.loads(record_path.read_text()), record)
+        existing = json.loads(record_path.read_text())
+        differences = [k for k in record if k != "config" and existing.get(k) != record[k]] + [
+            f"config.{k}" for k in changed_settings(existing.get("config", {}), record["config"],
+                                                    _dataset_record(seed, SynthConfig())["config"])]
         if differences:
             raise ValueError(f"{out_dir} holds a dataset made with another seed or config "
                              f"({', '.join(differences)}); use a new folder")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..complete.learned import DEFAULT_WEIGHTS, load_grown, load_weights, save_weights
 from ..complete.learned.model import CompletionNet
-from ..config import ConfigError, FuseConfig
+from ..config import ConfigError, FuseConfig, changed_settings
 from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
 
 log = logging.getLogger(__name__)
@@ -123,20 +123,14 @@ _RECIPE_FREE_KEYS = {"folder", "scenes", "workers", "include"}
 
 def _check_same_recipe(existing: dict, wanted: dict, folder: Path) -> None:
     """Refuse to add shards made another way (e.g. other labels) to a folder of existing shards."""
-    # A key an older record lacks had its default then: new settings default to the old behaviour.
     defaults = json.loads(json.dumps({"data": asdict(DataConfig()), "fuse": asdict(FuseConfig())}))
-
-    def recipe(d):
-        data = {**defaults["data"], **d.get("data", {})}
-        return {"data": {k: v for k, v in data.items() if k not in _RECIPE_FREE_KEYS},
-                "fuse": {**defaults["fuse"], **d.get("fuse", {})}}
     if existing.get("sources") not in (None, wanted["sources"]):
         raise ConfigError(f"{folder} holds shards drawn from another set of objects: "
                           "choose another data.folder or delete the old shards")
-    old, new = recipe(existing), recipe(wanted)
-    if old != new:
-        changed = sorted(f"{section}.{k}" for section in ("data", "fuse")
-                         for k in set(old[section]) | set(new[section]) if old[section].get(k) != new[section].get(k))
+    changed = [f"{section}.{k}" for section in ("data", "fuse")
+               for k in changed_settings(existing.get(section, {}), wanted[section], defaults[section])
+               if k not in _RECIPE_FREE_KEYS]
+    if changed:
         raise ConfigError(f"{folder} holds shards made with other settings ({', '.join(changed)}): "
                           "choose another data.folder or delete the old shards")
 
