@@ -9,13 +9,13 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .cli import add_pipeline_arguments, pipeline_config
 from .complete import make_completer
-from .config import CompleteConfig
 from .scene import read_scene
 
 
@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
     config = pipeline_config(args)
     reconstructor = Reconstructor(config)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    completers = {m: make_completer(CompleteConfig(method=m, weights=config.complete.weights,
-                                                   resolution=config.complete.resolution), reconstructor.device)
-                  for m in methods}
+    completers = {m: make_completer(replace(config.complete, method=m), reconstructor.device) for m in methods}
     figures = {"device": reconstructor.device, "torch_threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name(0) if reconstructor.device.startswith("cuda") else None,
                "machine": platform.processor() or platform.machine(), "resolution": config.complete.resolution,

@@ -12,6 +12,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,6 @@ from tqdm import tqdm
 
 from .cli import add_pipeline_arguments, pipeline_config
 from .complete import make_completer
-from .config import CompleteConfig
 from .geometry import transform_points
 from .metrics import ShapeScores, occupancy, score_object, score_points, visible_surface_mask
 from .scene import Scene, drop_depth, read_ground_truth, read_scene
@@ -88,8 +88,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
     from .pipeline import Reconstructor
 
     reconstructor = Reconstructor(config)
-    completers = {m: make_completer(CompleteConfig(method=m, weights=config.complete.weights),
-                                    reconstructor.device) for m in methods if m not in ("visible", TrueShape.name)}
+    completers = {m: make_completer(replace(config.complete, method=m), reconstructor.device)
+                  for m in methods if m not in ("visible", TrueShape.name)}
     rows = []
     bar = tqdm(total=len(scene_dirs) * len(view_counts), desc="benchmark", disable=not progress)
     for folder in scene_dirs:
@@ -152,8 +152,6 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
 
 
 def _only(prepared, object_id: str):
-    from dataclasses import replace
-
     return replace(prepared, evidence={k: v for k, v in prepared.evidence.items() if k == object_id})
 
 

@@ -1,11 +1,14 @@
 """The shipped completion model: safe loading, provenance, coarse-to-fine inference, constraints."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from amodal3d_ros.complete import constrain, make_completer
-from amodal3d_ros.complete.learned import DEFAULT_WEIGHTS, LearnedCompleter, WeightsError, grid_points, load_weights
-from amodal3d_ros.config import CompleteConfig, FuseConfig, PipelineConfig
+from amodal3d_ros.complete.learned import (DEFAULT_WEIGHTS, LearnedCompleter, WeightsError, grid_points, load_weights,
+                                          quarter_turn)
+from amodal3d_ros.config import CompleteConfig, ConfigError, FuseConfig, PipelineConfig
 from amodal3d_ros.fuse import fuse_object
 from amodal3d_ros.segment import DepthSegmenter
 
@@ -63,7 +66,7 @@ def test_bad_weights_give_clear_errors(tmp_path):
 
 
 def test_coarse_to_fine_matches_dense_queries(evidence):
-    completer = make_completer(CompleteConfig(method="learned"))
+    completer = make_completer(CompleteConfig(method="learned", rotations=1))
     fine = completer.occupancy(evidence, 48)
     with torch.inference_mode():
         ev = torch.from_numpy(evidence.channels())[None]
@@ -72,6 +75,33 @@ def test_coarse_to_fine_matches_dense_queries(evidence):
     assert fine.shape == (48, 48, 48)
     # Cells decided at the coarse level are far from the surface: both agree on the shape.
     assert np.mean((fine > 0.5) == (dense > 0.5)) > 0.99
+
+
+def test_quarter_turn_moves_points_as_rot90_moves_volumes():
+    volume = torch.randn(1, 1, 6, 6, 6)
+    points = torch.rand(1, 40, 3) * 1.6 - 0.8
+
+    def sample(v, p):  # grids are indexed (x, y, z), grid_sample wants (z, y, x)
+        return torch.nn.functional.grid_sample(v, p.flip(-1)[:, :, None, None, :], align_corners=False)[0, 0, :, 0, 0]
+    for k in range(4):
+        turned = torch.rot90(volume, k, dims=(2, 3))
+        assert torch.allclose(sample(turned, points @ quarter_turn(k).T), sample(volume, points), atol=1e-5)
+
+
+def test_rotation_averaged_completion_turns_with_the_object(evidence):
+    """With all four quarter turns the prediction is exactly equivariant: turning the evidence turns
+    the completed occupancy the same way, whatever the network's own quirks."""
+    def turn(a):
+        return np.ascontiguousarray(np.rot90(a, 1, axes=(0, 1)))
+    turned = replace(evidence, sdf=turn(evidence.sdf), observed=turn(evidence.observed), free=turn(evidence.free),
+                     other=turn(evidence.other), below=turn(evidence.below))
+    completer = make_completer(CompleteConfig(method="learned", rotations=4))
+    assert completer.turns == (0, 1, 2, 3)
+    np.testing.assert_allclose(completer.occupancy(turned, 40), turn(completer.occupancy(evidence, 40)), atol=1e-4)
+    with pytest.raises(ValueError, match="rotations must be one of"):
+        LearnedCompleter(rotations=3)
+    with pytest.raises(ConfigError, match="complete.rotations must be 1, 2 or 4"):
+        PipelineConfig.from_flat_dict({"complete.rotations": 3})
 
 
 def test_learned_completion_obeys_the_evidence(evidence):

@@ -17,5 +17,5 @@ def make_completer(config: CompleteConfig, device: str = "cpu") -> Completer:
     if config.method == "learned":
         from .learned import LearnedCompleter
 
-        return LearnedCompleter(config.weights or None, device=device)
+        return LearnedCompleter(config.weights or None, device=device, rotations=config.rotations)
     raise ValueError(f"unknown completion method '{config.method}' (choose from {', '.join(METHODS)})")

@@ -81,10 +81,14 @@ def grid_points(resolution: int) -> torch.Tensor:
 class LearnedCompleter:
     name = "learned"
 
-    def __init__(self, weights: Optional[str | Path] = None, device: str = "cpu", chunk: int = 65536):
+    def __init__(self, weights: Optional[str | Path] = None, device: str = "cpu", chunk: int = 65536,
+                 rotations: int = 2):
+        if rotations not in QUARTER_TURNS:
+            raise ValueError(f"rotations must be one of {sorted(QUARTER_TURNS)}, got {rotations}")
         self.device = device
         self.model, self.metadata = load_weights(Path(weights) if weights else None, device)
         self.chunk = chunk
+        self.turns = QUARTER_TURNS[rotations]
         self._certainty = 0.7
         # Voxels by which the training labels thickened every wall (0 for models trained without).
         self.thicken = float(self.metadata.get("train_config", {}).get("data", {}).get("thicken", 0.0))
@@ -100,8 +104,11 @@ class LearnedCompleter:
     def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:
         """Coarse to fine: the whole grid at R/2, then full resolution only near the surface."""
         ev = evidence_tensor(evidence)[None].to(self.device)
-        voxel = torch.tensor([evidence.voxel], device=self.device, dtype=ev.dtype)
-        features = self.model.encode(ev, voxel)
+        # Test-time rotations: the grid's z is up, so quarter turns about it are exact symmetries of the
+        # physics that training saw (loop.augment); averaging over them smooths the model's quirks.
+        turned = torch.cat([torch.rot90(ev, k, dims=(2, 3)) for k in self.turns])
+        voxel = torch.full((len(self.turns),), evidence.voxel, device=self.device, dtype=ev.dtype)
+        features = self.model.encode(turned, voxel)
         coarse_res = max(8, resolution // 2)
         coarse = self._query(features, grid_points(coarse_res).to(self.device)).reshape((coarse_res,) * 3)
         prob = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear",
@@ -121,6 +128,22 @@ class LearnedCompleter:
         return prob.cpu().numpy().astype(np.float32)
 
     def _query(self, features, points: torch.Tensor) -> torch.Tensor:
-        out = [torch.sigmoid(self.model.decode(features, points[i:i + self.chunk][None]))[0]
-               for i in range(0, len(points), self.chunk)]
+        """Occupancy at (P, 3) grid-coordinate points: each turned copy of the evidence is asked at the
+        turned points, and the probabilities are averaged."""
+        out = []
+        for i in range(0, len(points), self.chunk):
+            chunk = points[i:i + self.chunk]
+            turned = torch.stack([chunk @ quarter_turn(k, chunk.dtype, chunk.device).T for k in self.turns])
+            out.append(torch.sigmoid(self.model.decode(features, turned)).mean(0))
         return torch.cat(out)
+
+
+# rotations -> quarter turns about z
+QUARTER_TURNS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}
+
+
+def quarter_turn(k: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """(3, 3) rotation by k quarter turns about z: where a grid-coordinate point lands when its
+    volume is turned by ``torch.rot90(volume, k, dims=(x, y))``."""
+    c, s = ((1, 0), (0, 1), (-1, 0), (0, -1))[k % 4]
+    return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=dtype, device=device)
