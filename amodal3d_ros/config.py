@@ -60,6 +60,10 @@ class FuseConfig:
     surface_band: float = 1.5  # voxels, |sdf| band counted as observed surface
     min_voxel: float = 0.002  # m
     max_voxel: float = 0.02  # m
+    # The measured surface and seen-through space are also fused on a grid this many times finer
+    # (1: not), which the constraints use when meshing at that resolution (complete.resolution 64 =
+    # 2 x 32): cells of the meshing grid keep their own votes instead of sharing a coarse cell's.
+    constraint_factor: int = 2
 
 
 @dataclass
@@ -174,6 +178,8 @@ class PipelineConfig:
               f"complete.method must be learned, extrusion, hull or visible, got '{self.complete.method}'")
         check(16 <= self.complete.resolution <= 256, f"complete.resolution must be in [16, 256], got {self.complete.resolution}")
         check(0 < self.complete.threshold < 1, "complete.threshold must be in (0, 1)")
+        check(self.fuse.constraint_factor in (1, 2, 3, 4),
+              f"fuse.constraint_factor must be 1, 2, 3 or 4, got {self.fuse.constraint_factor}")
         check(self.complete.rotations in (1, 2, 4), f"complete.rotations must be 1, 2 or 4, got {self.complete.rotations}")
         check(self.mesh.cloud_points >= 16, "mesh.cloud_points must be >= 16")
         check(self.mesh.smooth_sigma >= 0, "mesh.smooth_sigma must be >= 0")

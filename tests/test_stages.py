@@ -1,4 +1,6 @@
 """Each pipeline stage on a scene the project renders itself (ground truth known)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import trimesh
@@ -74,6 +76,32 @@ def test_evidence_agrees_with_ground_truth(synthetic_scene, segmentation):
     assert np.median(d) < 1.5 * ev.voxel
     assert ev.below[:, :, 0].all() and not ev.below[:, :, -1].any()
     assert ev.unknown.sum() > 0 and ev.views_used >= 1
+
+    # The constraints' grid: the same bounds in cells twice as fine, and a measured surface that hugs
+    # the truth more closely than the coarse cells can.
+    fine = ev.fine
+    assert fine.shape == (2 * ev.shape[0],) * 3 and fine.fine is None
+    assert np.allclose(fine.origin, ev.origin) and np.isclose(fine.size, ev.size)
+    fine_centres = transform_points(fine.T_world_grid, fine.centres().reshape(-1, 3))
+    fine_inside = occupancy(synthetic_scene.gt_meshes[target.id], fine_centres).reshape(fine.shape)
+    assert fine_inside[fine.free & ~fine.surface].mean() < 0.02
+    d_fine = cKDTree(synthetic_scene.gt_meshes[target.id].sample(20000)).query(
+        fine_centres.reshape(fine.shape + (3,))[fine.surface])[0]
+    assert np.median(d_fine) < 0.75 * np.median(d)
+    coarse_only = fuse_object(scene.frames, [f.T_world_camera for f in scene.frames], segmentation, obj,
+                              FuseConfig(constraint_factor=1))
+    assert coarse_only.fine is None and np.array_equal(coarse_only.sdf, ev.sdf)
+
+
+def test_constraints_come_from_the_grid_fused_at_the_meshing_resolution(synthetic_scene, segmentation):
+    scene = synthetic_scene.scene
+    obj = segmentation.object(scene.targets[0].id)
+    ev = fuse_object(scene.frames, [f.T_world_camera for f in scene.frames], segmentation, obj, FuseConfig())
+    n = ev.shape[0]
+    guess = np.random.default_rng(0).uniform(size=(2 * n,) * 3).astype(np.float32)
+    np.testing.assert_array_equal(constrain(guess, ev), constrain(guess, ev.fine))
+    other = guess[:n, :n, :n].copy()  # a resolution without its own grid: the evidence grid's, resampled
+    np.testing.assert_array_equal(constrain(other, ev), constrain(other, replace(ev, fine=None)))
 
 
 @pytest.mark.parametrize("method", ["extrusion", "hull"])

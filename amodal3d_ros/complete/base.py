@@ -50,8 +50,11 @@ def observed_occupancy(evidence: EvidenceGrid, resolution: int) -> tuple[np.ndar
 
 
 def constrain(probability: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
-    """Apply the observations to a predicted (R, R, R) occupancy."""
+    """Apply the observations to a predicted (R, R, R) occupancy: those fused at R where the evidence
+    has them (``EvidenceGrid.fine``), else the evidence grid's resampled to R."""
     r = probability.shape[0]
+    if evidence.fine is not None and evidence.fine.shape[0] == r:
+        evidence = evidence.fine
     p_obs, observed = observed_occupancy(evidence, r)
     out = np.where(observed, p_obs, probability)
     empty = resample(evidence.empty.astype(np.float32), r, mode="nearest") > 0.5

@@ -14,8 +14,8 @@ RGB-only views reach fusion with depth made from the support plane and the objec
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -41,6 +41,9 @@ class EvidenceGrid:
     visible_points: np.ndarray  # (Q, 3) observed points of the object, grid frame
     views_used: int
     truncation: float  # metres
+    # The same votes on a grid ``FuseConfig.constraint_factor`` times finer over the same bounds:
+    # what ``complete.constrain`` enforces when meshing at that resolution (None: resample this one).
+    fine: Optional["EvidenceGrid"] = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -127,9 +130,22 @@ def fuse_object(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmentati
     visible = transform_points(T_grid_world, obj.points)
     view_dirs = np.mean([T_grid_world[:3, :3] @ (obj.points.mean(0) - c) for c in centres_w], axis=0)
     origin, voxel = place_grid(visible, view_dirs, cfg)
-    n = cfg.voxels
-    trunc = max(cfg.surface_band * voxel, 0.004)
+    grid = _fuse_on_grid(frames, poses, segmentation, obj, T_world_grid, visible, origin, voxel, cfg.voxels,
+                         cfg.surface_band)
+    if cfg.constraint_factor > 1:
+        # The same rules on finer cells, the surface band included (in cells, so the measured surface
+        # is pinned as tightly as the finer cells allow): a thin wall is no longer as thick as a coarse cell.
+        factor = cfg.constraint_factor
+        grid = replace(grid, fine=_fuse_on_grid(frames, poses, segmentation, obj, T_world_grid, visible, origin,
+                                                voxel / factor, cfg.voxels * factor, cfg.surface_band))
+    return grid
 
+
+def _fuse_on_grid(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmentation: SceneSegmentation,
+                  obj: SegmentedObject, T_world_grid: np.ndarray, visible: np.ndarray, origin: np.ndarray,
+                  voxel: float, n: int, surface_band: float) -> EvidenceGrid:
+    """Every view's votes on the (n, n, n) grid at ``origin`` (grid frame) with cells of ``voxel`` metres."""
+    trunc = max(surface_band * voxel, 0.004)
     axis = (np.arange(n) + 0.5) * voxel
     gx, gy, gz = np.meshgrid(axis + origin[0], axis + origin[1], axis + origin[2], indexing="ij")
     centres_grid = np.stack([gx, gy, gz], axis=-1).reshape(-1, 3)

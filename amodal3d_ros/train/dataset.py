@@ -9,7 +9,7 @@ Samples are written in shards (compressed npz) so generation can resume and run 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -86,7 +86,8 @@ def samples_from_scene(synthetic, fuse_config: FuseConfig, points_per_sample: in
     for obj in seg.objects:
         if len(obj.points) < min_points:
             continue  # hidden or almost: no evidence to place a grid on
-        evidence = fuse_object(frames, poses, seg, obj, fuse_config)
+        # The model sees the evidence grid only; the finer constraint grid is for meshing.
+        evidence = fuse_object(frames, poses, seg, obj, replace(fuse_config, constraint_factor=1))
         pts, inside = query_labels(evidence, synthetic.gt_meshes[obj.id], points_per_sample, rng, thicken)
         out.append({"evidence": evidence.channels().astype(np.float16), "voxel": np.float32(evidence.voxel),
                     "points": pts.astype(np.float16), "inside": inside, "views": np.int8(len(frames))})
