@@ -77,6 +77,17 @@ def test_coarse_to_fine_matches_dense_queries(evidence):
     assert np.mean((fine > 0.5) == (dense > 0.5)) > 0.99
 
 
+def test_decoding_on_the_grid_cells_equals_sampling_there():
+    """The coarse pass decodes the grid's own cells without sampling: same logits as ``decode``."""
+    model, _ = load_weights()
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        features = model.encode(torch.rand(2, 6, 32, 32, 32), torch.tensor([0.004, 0.007]))
+        dense = model.decode_cells(features)
+        sampled = model.decode(features, grid_points(32)[None].expand(2, -1, -1)).reshape(2, 32, 32, 32)
+    assert torch.allclose(dense, sampled, atol=1e-4)
+
+
 def test_quarter_turn_moves_points_as_rot90_moves_volumes():
     volume = torch.randn(1, 1, 6, 6, 6)
     points = torch.rand(1, 40, 3) * 1.6 - 0.8

@@ -110,7 +110,11 @@ class LearnedCompleter:
         voxel = torch.full((len(self.turns),), evidence.voxel, device=self.device, dtype=ev.dtype)
         features = self.model.encode(turned, voxel)
         coarse_res = max(8, resolution // 2)
-        coarse = self._query(features, grid_points(coarse_res).to(self.device)).reshape((coarse_res,) * 3)
+        if coarse_res == evidence.shape[0]:  # the default (64 = 2 x 32): the model's own cells, no sampling
+            coarse = torch.stack([torch.rot90(torch.sigmoid(logits), -k, dims=(0, 1)) for k, logits
+                                  in zip(self.turns, self.model.decode_cells(features))]).mean(0)
+        else:
+            coarse = self._query(features, grid_points(coarse_res).to(self.device)).reshape((coarse_res,) * 3)
         prob = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear",
                              align_corners=False)[0, 0]
         # Cells whose neighbourhood straddles the surface get their own query.

@@ -93,11 +93,26 @@ class CompletionNet(nn.Module):
         g = points.flip(-1)[:, :, None, None, :]
         sampled = [F.grid_sample(v, g, mode="bilinear", padding_mode="border", align_corners=False)[:, :, :, 0, 0]
                    for v in (fine, coarse, evidence)]
+        return self._head(torch.cat([s.transpose(1, 2) for s in sampled], dim=-1), points)
+
+    def decode_cells(self, features: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Occupancy logits (B, N, N, N) at the evidence grid's own cell centres: ``decode`` there,
+        without sampling (the features already sit on those centres; the coarser level is upsampled
+        as grid_sample would interpolate it)."""
+        fine, coarse, evidence = features
+        b, n = fine.shape[0], fine.shape[-1]
+        up = F.interpolate(coarse, size=(n,) * 3, mode="trilinear", align_corners=False)
+        local = torch.cat([fine, up, evidence], dim=1).flatten(2).transpose(1, 2)  # x slowest, as grid points
+        axis = torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=fine.device, dtype=fine.dtype)
+        points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(1, -1, 3).expand(b, -1, -1)
+        return self._head(local, points).reshape(b, n, n, n)
+
+    def _head(self, local: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Logits from (B, P, C) features at (B, P, 3) points and a Fourier encoding of the points."""
         freqs = (2.0 ** torch.arange(self.fourier_bands, device=points.device, dtype=points.dtype)) * math.pi
         angles = points[..., None] * freqs
         pe = torch.cat([torch.sin(angles), torch.cos(angles)], -1).flatten(2)
-        x = torch.cat([s.transpose(1, 2) for s in sampled] + [pe, points], dim=-1)
-        return self.decoder(x)[..., 0]
+        return self.decoder(torch.cat([local, pe, points], dim=-1))[..., 0]
 
     def forward(self, evidence: torch.Tensor, voxel: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(evidence, voxel), points)
