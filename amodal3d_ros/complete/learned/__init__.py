@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...fuse import EvidenceGrid
-from .model import EVIDENCE_CHANNELS, CompletionNet
+from .model import EVIDENCE_CHANNELS, CompletionNet, cell_centres
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "completion.safetensors"
@@ -73,9 +73,7 @@ def evidence_tensor(evidence: EvidenceGrid) -> torch.Tensor:
 
 def grid_points(resolution: int) -> torch.Tensor:
     """(R^3, 3) cell centres of an R^3 grid in [-1, 1] coordinates, (x, y, z) order, x slowest."""
-    axis = torch.linspace(-1 + 1 / resolution, 1 - 1 / resolution, resolution)
-    gx, gy, gz = torch.meshgrid(axis, axis, axis, indexing="ij")
-    return torch.stack([gx, gy, gz], -1).reshape(-1, 3)
+    return cell_centres(resolution).reshape(-1, 3)
 
 
 class LearnedCompleter:

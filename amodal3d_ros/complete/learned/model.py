@@ -32,6 +32,12 @@ def column_prior(evidence: torch.Tensor) -> torch.Tensor:
     return (under * (1 - below))[:, None]
 
 
+def cell_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n, n, n, 3) centres of the cells of an n^3 grid in [-1, 1] coordinates, indexed and ordered (x, y, z)."""
+    axis = torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
+
+
 def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.SiLU(inplace=True))
 
@@ -68,9 +74,7 @@ class CompletionNet(nn.Module):
         """Append the column prior (if used), position and scale channels to (B, 6, N, N, N) evidence;
         ``voxel`` is (B,) metres."""
         b, _, n = evidence.shape[:3]
-        axis = torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=evidence.device, dtype=evidence.dtype)
-        gx, gy, gz = torch.meshgrid(axis, axis, axis, indexing="ij")
-        pos = torch.stack([gx, gy, gz])[None].expand(b, -1, -1, -1, -1)
+        pos = cell_centres(n, evidence.device, evidence.dtype).permute(3, 0, 1, 2)[None].expand(b, -1, -1, -1, -1)
         scale = (torch.log(voxel / 0.005)).to(evidence.dtype)[:, None, None, None, None].expand(b, 1, n, n, n)
         hints = [column_prior(evidence)] if self.prior else []
         return torch.cat([evidence, *hints, pos, scale], dim=1)
@@ -103,8 +107,7 @@ class CompletionNet(nn.Module):
         b, n = fine.shape[0], fine.shape[-1]
         up = F.interpolate(coarse, size=(n,) * 3, mode="trilinear", align_corners=False)
         local = torch.cat([fine, up, evidence], dim=1).flatten(2).transpose(1, 2)  # x slowest, as grid points
-        axis = torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=fine.device, dtype=fine.dtype)
-        points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(1, -1, 3).expand(b, -1, -1)
+        points = cell_centres(n, fine.device, fine.dtype).reshape(1, -1, 3).expand(b, -1, -1)
         return self._head(local, points).reshape(b, n, n, n)
 
     def _head(self, local: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
