@@ -109,10 +109,13 @@ class Reconstructor:
             segmentation = self.segmenter.segment(frames, poses, targets, up_hint=up_hint)
         warnings += segmentation.warnings
         chosen = [o for o in segmentation.objects if o.is_target] if targets else list(segmentation.objects)
+        fuse = self.config.fuse
+        if self.config.complete.resolution != fuse.voxels * fuse.constraint_factor:
+            fuse = replace(fuse, constraint_factor=1)  # no constraint grid at the meshing resolution: skip it
         evidence = {}
         for obj in chosen:
             try:
-                evidence[obj.id] = fuse_object(frames, poses, segmentation, obj, self.config.fuse)
+                evidence[obj.id] = fuse_object(frames, poses, segmentation, obj, fuse)
             except ValueError as exc:
                 warnings.append(f"object '{obj.id}': {exc}")
         return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, frame_id=frame_id,

@@ -104,6 +104,17 @@ def test_constraints_come_from_the_grid_fused_at_the_meshing_resolution(syntheti
     np.testing.assert_array_equal(constrain(other, ev), constrain(other, replace(ev, fine=None)))
 
 
+@pytest.mark.parametrize("resolution, fused_fine", [(64, True), (48, False)])
+def test_pipeline_fuses_the_constraint_grid_only_for_the_meshing_resolution(synthetic_scene, resolution, fused_fine):
+    from amodal3d_ros.pipeline import Reconstructor
+
+    scene = synthetic_scene.scene
+    config = PipelineConfig.from_flat_dict({"device": "cpu", "complete.method": "extrusion",
+                                            "complete.resolution": resolution})
+    prepared = Reconstructor(config).prepare(scene.frames, scene.targets, scene.world_frame)
+    assert prepared.evidence and all((ev.fine is not None) == fused_fine for ev in prepared.evidence.values())
+
+
 @pytest.mark.parametrize("method", ["extrusion", "hull"])
 def test_classical_completion_respects_evidence(synthetic_scene, segmentation, method):
     scene = synthetic_scene.scene
