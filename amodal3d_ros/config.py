@@ -62,8 +62,9 @@ class FuseConfig:
     max_voxel: float = 0.02  # m
     # The measured surface and seen-through space are also fused on a grid this many times finer
     # (1: not), which the constraints use when meshing at that resolution (complete.resolution 64 =
-    # 2 x 32; at other resolutions it is not fused and the coarse grid is resampled as before): cells of the meshing grid
-    # keep their own votes instead of sharing a coarse cell's (+0.011 F@5mm, +0.014 IoU for the model).
+    # 2 x 32; at other resolutions it is not fused and the coarse grid is resampled as before):
+    # cells of the meshing grid keep their own votes instead of sharing a coarse cell's (+0.011
+    # F@5mm, +0.014 IoU for the model).
     constraint_factor: int = 2
 
 
