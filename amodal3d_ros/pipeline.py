@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .complete import constrain, make_completer
+from .complete import constrain, constraint_grid, make_completer
 from .config import PipelineConfig
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import invert, project, transform_points
@@ -175,11 +175,14 @@ class Reconstructor:
             smooth_sigma=sigma * occupancy.shape[0] / evidence.shape[0],
             keep_near=evidence.visible_points)
         # A model trained on thickened walls predicts surfaces that much too far out: move them back,
-        # but not the measured surface, which constrain placed from the signed distances.
+        # but not the measured surface, which constrain placed from the signed distances to within half
+        # a cell of the grid it used. A wider zone also kept predicted surfaces near measured ones fat,
+        # e.g. the hidden side of a mug's wall or a banana's back (docs/BENCHMARKS.md).
         offset = getattr(completer, "surface_offset", lambda ev: 0.0)(evidence)
         if offset > 0:
+            measured_within = 0.5 * constraint_grid(evidence, occupancy.shape[0]).voxel
             vertices = shrink_unobserved(vertices, faces, offset, evidence.visible_points,
-                                         blend=evidence.voxel, floor=0.0)
+                                         blend=measured_within, floor=0.0)
         return transform_points(evidence.T_world_grid, vertices), faces
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:

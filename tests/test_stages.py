@@ -164,6 +164,50 @@ def test_shrink_leaves_the_base_on_the_support():
     assert np.all(np.abs(moved[base, :2]) <= np.abs(box.vertices[base, :2]) + 1e-9)  # base edges move in, not out
 
 
+class _ThickTruth:
+    """A completer that predicts the true shape with surfaces ``offset`` metres too far out."""
+    name = "thick truth"
+
+    def __init__(self, mesh, offset):
+        self.mesh, self.offset = mesh, offset
+
+    def occupancy(self, evidence, resolution):
+        centres = transform_points(evidence.T_world_grid, evidence.centres(resolution).reshape(-1, 3))
+        return occupancy(self.mesh, centres, thicken=self.offset).reshape((resolution,) * 3).astype(np.float32)
+
+    def certainty(self):
+        return 1.0
+
+    def surface_offset(self, evidence):
+        return self.offset
+
+
+def test_meshing_moves_back_predicted_surfaces_beyond_half_a_constraint_cell(synthetic_scene):
+    from amodal3d_ros.pipeline import Reconstructor
+
+    scene = synthetic_scene.scene
+    reconstructor = Reconstructor(PipelineConfig.from_flat_dict({"device": "cpu", "complete.method": "extrusion"}))
+    prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame)
+    oid = scene.targets[0].id
+    ev = prepared.evidence[oid]
+    assert ev.fine is not None and ev.fine.shape[0] == reconstructor.config.complete.resolution
+    offset = 0.3 * ev.voxel
+    thick = _ThickTruth(synthetic_scene.gt_meshes[oid], offset)
+    moved, _ = reconstructor.mesh_evidence(ev, thick)
+    thick.surface_offset = lambda evidence: 0.0  # the same occupancy, meshed without moving back
+    unmoved, _ = reconstructor.mesh_evidence(ev, thick)
+    assert len(unmoved) == len(moved)
+    shift = np.linalg.norm(moved - unmoved, axis=1)
+    grid_vertices = transform_points(invert(ev.T_world_grid), unmoved)
+    near = cKDTree(ev.visible_points).query(grid_vertices)[0]
+    assert np.all(shift[near < 0.5 * ev.fine.voxel] < 1e-9)  # the measured surface stays where constrained
+    # Predicted surface one to two coarse voxels from any measurement (and off the support) moves back
+    # the full offset; it was kept as if measured while the zone was a whole voxel.
+    beyond = (near > ev.voxel) & (near < 2 * ev.voxel) & (grid_vertices[:, 2] > ev.voxel)
+    assert beyond.sum() > 10
+    assert np.median(shift[beyond]) == pytest.approx(offset, rel=1e-3)
+
+
 def test_metrics_on_known_shapes():
     box = trimesh.creation.box(extents=[0.1, 0.1, 0.1])
     same = score_object(box, box)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..config import CompleteConfig
-from .base import Completer, constrain, observed_occupancy, resample
+from .base import Completer, constrain, constraint_grid, observed_occupancy, resample
 from .classical import CLASSICAL
 
-__all__ = ["Completer", "constrain", "make_completer", "observed_occupancy", "resample", "METHODS"]
+__all__ = ["Completer", "constrain", "constraint_grid", "make_completer", "observed_occupancy", "resample", "METHODS"]
 
 METHODS = ("learned", *CLASSICAL)
 

@@ -49,12 +49,18 @@ def observed_occupancy(evidence: EvidenceGrid, resolution: int) -> tuple[np.ndar
     return np.where(ok, p_r / np.maximum(w_r, 1e-6), 0.0), ok
 
 
+def constraint_grid(evidence: EvidenceGrid, resolution: int) -> EvidenceGrid:
+    """The grid whose observations constrain an (R, R, R) occupancy: the one fused at R where the
+    evidence has it (``EvidenceGrid.fine``), else the evidence grid itself (resampled to R)."""
+    if evidence.fine is not None and evidence.fine.shape[0] == resolution:
+        return evidence.fine
+    return evidence
+
+
 def constrain(probability: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
-    """Apply the observations to a predicted (R, R, R) occupancy: those fused at R where the evidence
-    has them (``EvidenceGrid.fine``), else the evidence grid's resampled to R."""
+    """Apply the observations (of ``constraint_grid``) to a predicted (R, R, R) occupancy."""
     r = probability.shape[0]
-    if evidence.fine is not None and evidence.fine.shape[0] == r:
-        evidence = evidence.fine
+    evidence = constraint_grid(evidence, r)
     p_obs, observed = observed_occupancy(evidence, r)
     out = np.where(observed, p_obs, probability)
     empty = resample(evidence.empty.astype(np.float32), r, mode="nearest") > 0.5
