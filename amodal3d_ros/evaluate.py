@@ -71,12 +71,13 @@ class TrueShape:
     """
     name = "truth"
 
-    def __init__(self, mesh: trimesh.Trimesh):
+    def __init__(self, mesh: trimesh.Trimesh, thicken: float = 0.0):
         self.mesh = mesh
+        self.thicken = thicken  # metres added to every wall, as the training labels do (tests use it)
 
     def occupancy(self, evidence, resolution: int) -> np.ndarray:
         centres = transform_points(evidence.T_world_grid, evidence.centres(resolution).reshape(-1, 3))
-        return occupancy(self.mesh, centres).reshape((resolution,) * 3).astype(np.float32)
+        return occupancy(self.mesh, centres, self.thicken).reshape((resolution,) * 3).astype(np.float32)
 
     def certainty(self) -> float:
         return 1.0

@@ -164,25 +164,8 @@ def test_shrink_leaves_the_base_on_the_support():
     assert np.all(np.abs(moved[base, :2]) <= np.abs(box.vertices[base, :2]) + 1e-9)  # base edges move in, not out
 
 
-class _ThickTruth:
-    """A completer that predicts the true shape with surfaces ``offset`` metres too far out."""
-    name = "thick truth"
-
-    def __init__(self, mesh, offset):
-        self.mesh, self.offset = mesh, offset
-
-    def occupancy(self, evidence, resolution):
-        centres = transform_points(evidence.T_world_grid, evidence.centres(resolution).reshape(-1, 3))
-        return occupancy(self.mesh, centres, thicken=self.offset).reshape((resolution,) * 3).astype(np.float32)
-
-    def certainty(self):
-        return 1.0
-
-    def surface_offset(self, evidence):
-        return self.offset
-
-
 def test_meshing_moves_back_predicted_surfaces_beyond_half_a_constraint_cell(synthetic_scene):
+    from amodal3d_ros.evaluate import TrueShape
     from amodal3d_ros.pipeline import Reconstructor
 
     scene = synthetic_scene.scene
@@ -192,7 +175,8 @@ def test_meshing_moves_back_predicted_surfaces_beyond_half_a_constraint_cell(syn
     ev = prepared.evidence[oid]
     assert ev.fine is not None and ev.fine.shape[0] == reconstructor.config.complete.resolution
     offset = 0.3 * ev.voxel
-    thick = _ThickTruth(synthetic_scene.gt_meshes[oid], offset)
+    thick = TrueShape(synthetic_scene.gt_meshes[oid], thicken=offset)  # surfaces `offset` too far out
+    thick.surface_offset = lambda evidence: offset
     moved, _ = reconstructor.mesh_evidence(ev, thick)
     thick.surface_offset = lambda evidence: 0.0  # the same occupancy, meshed without moving back
     unmoved, _ = reconstructor.mesh_evidence(ev, thick)
