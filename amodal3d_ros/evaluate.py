@@ -25,8 +25,10 @@ from .complete import make_completer
 from .geometry import transform_points
 from .metrics import ShapeScores, occupancy, score_object, score_points, visible_surface_mask
 from .scene import Scene, drop_depth, read_ground_truth, read_scene
+from .segment.truth import read_ground_truth_segmentation
 
 VIEW_COUNTS = (1, 2, 4)
+MASKS = ("segmenter", "truth")
 METRICS = ("fscore_5mm", "fscore_10mm", "chamfer_mm", "iou", "hidden_recall_10mm", "hidden_chamfer_mm")
 
 
@@ -84,8 +86,16 @@ class TrueShape:
 
 
 def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIEW_COUNTS,
-             rgb_only: bool = False, progress: bool = True) -> dict:
-    """Score every method on every scene and view count; ``rgb_only`` drops the depth images."""
+             rgb_only: bool = False, masks: str = "segmenter", progress: bool = True) -> dict:
+    """Score every method on every scene and view count; ``rgb_only`` drops the depth images.
+
+    ``masks``: "segmenter" (the configured one, as a robot runs) or "truth" (the rendered instance
+    masks), which leaves only completion's own errors.
+    """
+    if masks not in MASKS:
+        raise ValueError(f"masks must be one of {', '.join(MASKS)}, got '{masks}'")
+    if masks == "truth" and rgb_only:
+        raise ValueError("ground-truth masks need depth: the RGB-only path segments silhouettes itself")
     from .pipeline import Reconstructor
 
     reconstructor = Reconstructor(config)
@@ -116,7 +126,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             hidden = hidden_mask_fn(folder, scene)
             t0 = time.perf_counter()
             try:
-                prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame)
+                given = read_ground_truth_segmentation(folder, scene) if masks == "truth" else None
+                prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame, segmentation=given)
             except (ValueError, RuntimeError) as exc:  # e.g. RGB-only target without depth
                 # A failed scene scores zero for every method, so failures are not hidden.
                 for target in scene.targets:
@@ -264,6 +275,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", default="1,2,4", help="view counts to score")
     parser.add_argument("--rgb-only", action="store_true",
                         help="drop the depth images: score the RGB-only path on the same scenes")
+    parser.add_argument("--masks", choices=MASKS, default="segmenter",
+                        help="segmenter: segment as a robot does; truth: the scenes' rendered instance masks, "
+                             "which leaves only the errors of fusion and completion")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where JSON, markdown and plots go")
     parser.add_argument("--name", default="benchmark", help="file stem of the outputs")
     add_pipeline_arguments(parser)
@@ -275,13 +289,14 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     views = tuple(int(v) for v in args.views.split(","))
     started = time.time()
-    report = evaluate(scene_dirs, config, methods, views, rgb_only=args.rgb_only)
+    report = evaluate(scene_dirs, config, methods, views, rgb_only=args.rgb_only, masks=args.masks)
     report["meta"] = {"scenes": len(scene_dirs), "seed": args.seed, "bench": str(args.bench), "methods": methods,
-                      "views": list(views), "rgb_only": args.rgb_only, "seconds": round(time.time() - started, 1),
-                      "split": "val (YCB odd < 30)"}
+                      "views": list(views), "rgb_only": args.rgb_only, "masks": args.masks,
+                      "seconds": round(time.time() - started, 1), "split": "val (YCB odd < 30)"}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
-    title = f"{args.name}: {len(scene_dirs)} scenes of held-out objects" + (" (RGB only)" if args.rgb_only else "")
+    title = f"{args.name}: {len(scene_dirs)} scenes of held-out objects" + (" (RGB only)" if args.rgb_only else "") \
+        + (" (ground-truth masks)" if args.masks == "truth" else "")
     (args.out / f"{args.name}.md").write_text(markdown(report, title))
     plot(report, args.out / f"{args.name}.png", title)
     print(markdown(report, title))

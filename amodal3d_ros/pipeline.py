@@ -88,8 +88,12 @@ class Reconstructor:
         return self.complete(self.prepare(frames, targets, world_frame))
 
     def prepare(self, frames: Sequence[Frame], targets: Optional[Sequence[Target]] = None,
-                world_frame: str = "world") -> "PreparedScene":
-        """Poses, segmentation and evidence grids: everything before completion."""
+                world_frame: str = "world", segmentation: Optional[SceneSegmentation] = None) -> "PreparedScene":
+        """Poses, segmentation and evidence grids: everything before completion.
+
+        ``segmentation``: masks known in advance (the benchmark's ground truth), used instead of the
+        segmenter; it needs RGB-D frames and flags its own targets.
+        """
         if self.completer is None:
             raise RuntimeError("reconstructor is closed")
         if not frames:
@@ -102,7 +106,11 @@ class Reconstructor:
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
         rgb_only = any(f.depth is None for f in frames)
-        if rgb_only:
+        if segmentation is not None:
+            if rgb_only:
+                raise ValueError("given masks need depth in every frame "
+                                 "(the RGB-only path segments silhouettes itself)")
+        elif rgb_only:
             frames, segmentation = self._segment_rgb_only(frames, poses, targets, warnings)
         else:
             up_hint = -poses[0][:3, 1] if estimated else None  # camera "up" of frame 0; the plane fit decides

@@ -151,10 +151,20 @@ def test_torchrun_two_gloo_processes(tiny_config, tmp_path):
     assert meta["world_size"] == 2 and meta["steps"] == 2
 
 
-def test_eval_writes_report(tmp_path):
+@pytest.fixture(scope="module")
+def one_scene_bench(tmp_path_factory):
+    """A benchmark of one rendered scene of validation objects, shared by the benchmark tests."""
+    from amodal3d_ros.evaluate import build_benchmark
+
+    bench = tmp_path_factory.mktemp("bench")
+    build_benchmark(bench, 1, 20261127, progress=False)
+    return bench
+
+
+def test_eval_writes_report(tmp_path, one_scene_bench):
     from amodal3d_ros.cli import main
 
-    bench = tmp_path / "bench"
+    bench = one_scene_bench
     code = main(["eval", "--bench", str(bench), "--scenes", "1", "--methods", "visible,extrusion,hull,truth",
                  "--views", "1,2", "--out", str(tmp_path / "docs"), "--name", "tiny"])
     assert code == 0
@@ -173,6 +183,56 @@ def test_eval_writes_report(tmp_path):
     # only validation-split objects in the benchmark
     meta = json.loads(next(bench.glob("*/gt/meta.json")).read_text())
     assert all(int(o["source"][:3]) % 2 == 1 and int(o["source"][:3]) < 30 for o in meta["objects"])
+
+
+def test_ground_truth_masks_are_the_rendered_instances(one_scene_bench):
+    import cv2
+    import numpy as np
+    import open3d as o3d
+    import trimesh
+
+    from amodal3d_ros.scene import read_ground_truth, read_scene
+    from amodal3d_ros.segment.truth import read_ground_truth_segmentation
+
+    folder = next(one_scene_bench.glob("scene_*"))
+    scene = read_scene(folder)
+    seg = read_ground_truth_segmentation(folder, scene)
+    meta = json.loads((folder / "gt" / "meta.json").read_text())
+    assert len(seg.labels) == len(scene.frames) and len(seg.objects) == len(meta["objects"])
+    assert [o.id for o in seg.objects if o.is_target] == [t.id for t in scene.targets]
+    instance = cv2.imread(str(folder / "gt" / "instance" / "000.png"), cv2.IMREAD_UNCHANGED)
+    gt_paths = read_ground_truth(folder)
+    for obj, om in zip(seg.objects, meta["objects"]):
+        if 0 in obj.masks:
+            assert np.array_equal(obj.masks[0], instance == om["instance_value"])
+        if len(obj.points):
+            # every observed point lies on its own object's true surface, up to the depth noise
+            mesh = trimesh.load(gt_paths[obj.id], force="mesh")
+            rc = o3d.t.geometry.RaycastingScene()
+            rc.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+                             o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+            distance = rc.compute_distance(o3d.core.Tensor(obj.points.astype(np.float32))).numpy()
+            assert np.median(distance) < 0.004, obj.id
+            assert len(obj.colors) == len(obj.points)
+    # the support is the table top: the objects' points stand on it
+    heights = seg.plane.height(np.concatenate([o.points for o in seg.objects if len(o.points)]))
+    assert np.percentile(heights, 1) > -0.005 and np.median(heights) > 0.01
+
+
+def test_eval_with_ground_truth_masks(tmp_path, one_scene_bench):
+    from amodal3d_ros.cli import main
+
+    code = main(["eval", "--bench", str(one_scene_bench), "--scenes", "1", "--methods", "extrusion,truth",
+                 "--views", "2", "--masks", "truth", "--out", str(tmp_path), "--name", "gtmasks"])
+    assert code == 0
+    report = json.loads((tmp_path / "gtmasks.json").read_text())
+    assert report["meta"]["masks"] == "truth"
+    assert all("error" not in row for row in report["rows"])
+    assert report["aggregate"]["by_method"]["truth"]["fscore_10mm"] > 0.8
+    assert "(ground-truth masks)" in (tmp_path / "gtmasks.md").read_text()
+    # the RGB-only path segments silhouettes itself: asking for both is refused, naming the problem
+    assert main(["eval", "--bench", str(one_scene_bench), "--scenes", "1", "--methods", "extrusion",
+                 "--rgb-only", "--masks", "truth", "--out", str(tmp_path), "--name", "x"]) == 2
 
 
 def test_bench_prints_and_writes_figures(tmp_path, samples_dir, capsys):

@@ -19,40 +19,9 @@ import trimesh
 
 from ..config import FuseConfig
 from ..fuse import EvidenceGrid, fuse_object
-from ..geometry import Plane, backproject, invert, transform_points
+from ..geometry import invert, transform_points
 from ..metrics import occupancy
-from ..segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
-
-
-def segmentation_from_instances(synthetic, min_pixels: int = 30) -> SceneSegmentation:
-    """The ground-truth segmentation of a synthetic (posed) scene in the pipeline's own types."""
-    from ..synth.scenes import INSTANCE_TABLE
-
-    scene = synthetic.scene
-    top_z = synthetic.meta["table"]["top_z"]
-    plane = Plane(normal=np.array([0.0, 0.0, 1.0]), offset=-float(top_z))
-    objects_meta = synthetic.meta["objects"]
-    labels, objects = [], []
-    for k, om in enumerate(objects_meta):
-        objects.append(SegmentedObject(id=om["id"], masks={}, points=np.zeros((0, 3)), colors=np.zeros((0, 3), np.uint8)))
-    points = [[] for _ in objects]
-    for i, (frame, inst) in enumerate(zip(scene.frames, synthetic.instance)):
-        lab = np.zeros(inst.shape, np.int32)
-        lab[inst == INSTANCE_TABLE] = SUPPORT_LABEL
-        world = transform_points(frame.T_world_camera, backproject(frame.depth, frame.K).reshape(-1, 3)).reshape(
-            frame.depth.shape + (3,)) if frame.depth is not None else None
-        for k, om in enumerate(objects_meta):
-            mask = inst == om["instance_value"]
-            if mask.sum() < min_pixels:
-                continue
-            lab[mask] = k + 1
-            objects[k].masks[i] = mask
-            if world is not None:
-                points[k].append(world[mask & (frame.depth > 0)])
-        labels.append(lab)
-    for k, obj in enumerate(objects):
-        obj.points = np.concatenate(points[k]) if points[k] else np.zeros((0, 3))
-    return SceneSegmentation(plane=plane, labels=labels, objects=objects)
+from ..segment.truth import segmentation_from_instances
 
 
 def normalised(points_grid: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
@@ -79,9 +48,10 @@ def query_labels(evidence: EvidenceGrid, mesh_world: trimesh.Trimesh, count: int
 
 def samples_from_scene(synthetic, fuse_config: FuseConfig, points_per_sample: int, rng: np.random.Generator,
                        min_points: int = 40, thicken: float = 0.0) -> list[dict]:
-    seg = segmentation_from_instances(synthetic)
     frames = synthetic.scene.frames
     poses = [f.T_world_camera for f in frames]
+    seg = segmentation_from_instances(frames, poses, synthetic.instance, synthetic.meta["objects"],
+                                      synthetic.meta["table"]["top_z"])
     out = []
     for obj in seg.objects:
         if len(obj.points) < min_points:
