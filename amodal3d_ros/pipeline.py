@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .complete import constrain, constraint_grid, make_completer
+from .complete.symmetry import symmetrize
 from .config import PipelineConfig
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import invert, project, transform_points
@@ -167,14 +168,19 @@ class Reconstructor:
                               labels=prepared.segmentation.labels, warnings=warnings)
 
     # ------------------------------------------------------------------ one object
-    def complete_evidence(self, evidence: EvidenceGrid, completer=None) -> np.ndarray:
+    def complete_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> np.ndarray:
         """Constrained occupancy (R, R, R) of one evidence grid."""
         completer = completer or self.completer
-        return constrain(completer.occupancy(evidence, self.config.complete.resolution), evidence)
+        probability = completer.occupancy(evidence, self.config.complete.resolution)
+        # Depth views only: a visual hull's surface is not a measured one to find an axis in. An exact
+        # occupancy (the benchmark's true shape) has nothing to gain from pooling.
+        if self.config.complete.symmetry and not rgb_only and not getattr(completer, "exact", False):
+            probability, _ = symmetrize(probability, evidence)
+        return constrain(probability, evidence)
 
     def mesh_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Evidence in, completed world-frame mesh (vertices, faces) out."""
-        occupancy = self.complete_evidence(evidence, completer)
+        occupancy = self.complete_evidence(evidence, completer, rgb_only)
         sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
         # Meshed in the grid frame, where the support is the plane z = 0, then moved to the world once.
         vertices, faces = mesh_from_occupancy(

@@ -27,6 +27,8 @@ class Completer(Protocol):
 
     # Optional: ``surface_offset(evidence) -> float``, metres by which the completer's predicted
     # surfaces lie outside the true ones; meshing moves them back (see mesh.shrink_unobserved).
+    # Optional: ``exact = True``, an occupancy that is the truth, not an estimate: the pipeline does
+    # not pool it about a symmetry axis (see complete/symmetry.py).
 
 
 def resample(volume: np.ndarray, resolution: int, mode: str = "trilinear") -> np.ndarray:
