@@ -22,7 +22,7 @@ from .base import constraint_grid, resample
 
 HEIGHT_BANDS = 8  # radii are fitted per band: spheres and tapered cups are surfaces of revolution too
 MAX_FIT_POINTS = 3000  # the fit is as good on a subsample; four views can measure 50000 points
-SIDE_NORMAL_Z = 0.5  # points whose normal is this close to horizontal are side points
+SIDE_NORMAL_Z = 0.5  # side points: the vertical part of their unit normal is below this
 # Acceptance, chosen on the first validation set and checked on the second (docs/BENCHMARKS.md):
 MAX_RESIDUAL_VOXELS = 0.25  # median distance of side points from their band's circle
 MIN_SPAN_DEG = 60.0  # measured arc about the axis: a shorter one fits many axes
