@@ -175,7 +175,10 @@ class Reconstructor:
         # Depth views only: a visual hull's surface is not a measured one to find an axis in. An exact
         # occupancy (the benchmark's true shape) has nothing to gain from pooling.
         if self.config.complete.symmetry and not rgb_only and not getattr(completer, "exact", False):
-            probability, _ = symmetrize(probability, evidence)
+            probability, axis = symmetrize(probability, evidence)
+            if axis is not None:
+                log.debug("%s completion pooled about a vertical axis at (%.3f, %.3f) m in its grid (residual "
+                          "%.2f voxel over %.0f deg)", completer.name, *axis.centre, axis.residual_voxels, axis.span_deg)
         return constrain(probability, evidence)
 
     def mesh_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
