@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .complete import constrain, constraint_grid, make_completer
-from .complete.symmetry import symmetrize
+from .complete.symmetry import RevolutionAxis, symmetrize
 from .config import PipelineConfig
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import invert, project, transform_points
@@ -168,10 +168,13 @@ class Reconstructor:
                               labels=prepared.segmentation.labels, warnings=warnings)
 
     # ------------------------------------------------------------------ one object
-    def complete_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> np.ndarray:
-        """Constrained occupancy (R, R, R) of one evidence grid."""
+    def complete_evidence(self, evidence: EvidenceGrid, completer=None,
+                          rgb_only: bool = False) -> tuple[np.ndarray, Optional[RevolutionAxis]]:
+        """Constrained occupancy (R, R, R) of one evidence grid, and the vertical axis it was pooled
+        about (None: not pooled, see complete/symmetry.py)."""
         completer = completer or self.completer
         probability = completer.occupancy(evidence, self.config.complete.resolution)
+        axis = None
         # Depth views only: a visual hull's surface is not a measured one to find an axis in. An exact
         # occupancy (the benchmark's true shape) has nothing to gain from pooling.
         if self.config.complete.symmetry and not rgb_only and not getattr(completer, "exact", False):
@@ -179,11 +182,12 @@ class Reconstructor:
             if axis is not None:
                 log.debug("%s completion pooled about a vertical axis at (%.3f, %.3f) m in its grid (residual "
                           "%.2f voxel over %.0f deg)", completer.name, *axis.centre, axis.residual_voxels, axis.span_deg)
-        return constrain(probability, evidence)
+        return constrain(probability, evidence), axis
 
-    def mesh_evidence(self, evidence: EvidenceGrid, completer=None, rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Evidence in, completed world-frame mesh (vertices, faces) out."""
-        occupancy = self.complete_evidence(evidence, completer, rgb_only)
+    def mesh_evidence(self, evidence: EvidenceGrid, completer=None,
+                      rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[RevolutionAxis]]:
+        """Evidence in, completed world-frame mesh (vertices, faces) and the symmetry axis used out."""
+        occupancy, axis = self.complete_evidence(evidence, completer, rgb_only)
         sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
         # Meshed in the grid frame, where the support is the plane z = 0, then moved to the world once.
         vertices, faces = mesh_from_occupancy(
@@ -200,12 +204,12 @@ class Reconstructor:
             measured_within = 0.5 * constraint_grid(evidence, occupancy.shape[0]).voxel
             vertices = shrink_unobserved(vertices, faces, offset, evidence.visible_points,
                                          blend=measured_within, floor=0.0)
-        return transform_points(evidence.T_world_grid, vertices), faces
+        return transform_points(evidence.T_world_grid, vertices), faces, axis
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
         evidence = prepared.evidence[obj.id]
-        vertices, faces = self.mesh_evidence(evidence, completer, rgb_only=prepared.rgb_only)
+        vertices, faces, axis = self.mesh_evidence(evidence, completer, rgb_only=prepared.rgb_only)
         if len(faces) == 0:
             raise ValueError("completion produced an empty shape")
         cloud = sample_surface(vertices, faces, self.config.mesh.cloud_points)
@@ -218,7 +222,8 @@ class Reconstructor:
             visible_points=obj.points, T_frame_object=T_world_object, bbox_center=bbox_center,
             bbox_size=bbox_size, visible_fraction=fraction, confidence=confidence,
             views_used=evidence.views_used, occluders=occluders, completion_method=completer.name,
-            visible_masks=visible, occlusion_masks=occluded)
+            visible_masks=visible, occlusion_masks=occluded,
+            symmetry_axis=None if axis is None else axis.in_frame(evidence.T_world_grid))
 
 
 def object_box(vertices: np.ndarray, T_world_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,6 +38,9 @@ class ReconstructedObject:
     seconds: float = 0.0
     visible_masks: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (H, W) bool
     occlusion_masks: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (H, W) bool, hidden part
+    # (2, 3): a point on the support and the unit direction (up) of the vertical axis the completion was
+    # pooled about, when the object was found rotationally symmetric (complete/symmetry.py); else None
+    symmetry_axis: Optional[np.ndarray] = None
 
     def write(self, folder: Path, fmt: str = "ply") -> list[Path]:
         """Write ``<id>.<fmt>`` (mesh), ``<id>_cloud.ply`` and ``<id>_visible.ply`` into ``folder``."""
@@ -91,6 +94,9 @@ class Reconstruction:
                 "T_frame_object": np.asarray(obj.T_frame_object).round(6).tolist(),
                 "bbox_center": np.asarray(obj.bbox_center).round(6).tolist(),
                 "bbox_size": np.asarray(obj.bbox_size).round(6).tolist(),
+                "symmetry_axis": None if obj.symmetry_axis is None else {
+                    "point": np.asarray(obj.symmetry_axis[0]).round(6).tolist(),
+                    "direction": np.asarray(obj.symmetry_axis[1]).round(6).tolist()},
             })
         out.mkdir(parents=True, exist_ok=True)
         doc = {

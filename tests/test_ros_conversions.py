@@ -159,6 +159,11 @@ def test_markers_and_cloud_of_objects():
     assert len(meshes) == 2 and len(texts) == 2
     assert len(meshes[0].points) == 3 * len(objs[0].faces)
     assert "a" in texts[0].text
+    assert not [m for m in markers.markers if m.type == Marker.LINE_LIST]
+    objs[1].symmetry_axis = np.array([[0.3, 0.0, 0.0], [0.0, 0.0, 1.0]])  # found rotationally symmetric
+    axes = [m for m in conv.objects_to_markers(objs, header).markers if m.type == Marker.LINE_LIST]
+    assert len(axes) == 1 and axes[0].id == 1
+    assert [(p.x, p.z) for p in axes[0].points] == [(0.3, 0.0), (0.3, pytest.approx(0.14))]  # 12 cm box + 2 cm
     cloud = conv.objects_to_cloud(objs, header)
     rec = conv.parse_cloud(cloud)
     assert rec.size == 400 and set(np.unique(rec["object_id"])) == {0, 1}
@@ -179,6 +184,11 @@ def test_object_message_round_trip():
     np.testing.assert_allclose(back.bbox_center, obj.bbox_center, atol=1e-9)
     np.testing.assert_allclose(back.cloud, obj.cloud, atol=1e-6)
     assert back.occluders == ["b"] and back.views_used == 2 and back.completion_method == "hull"
+    assert not msg.has_symmetry_axis and back.symmetry_axis is None
+    obj.symmetry_axis = np.array([[0.1, 0.2, 0.0], [0.0, 0.0, 1.0]])  # pooled about its vertical axis
+    msg = conv.object_to_msg(obj, conv.make_header("world", 3.0))
+    assert msg.has_symmetry_axis and msg.symmetry_axis_point.y == 0.2 and msg.symmetry_axis_direction.z == 1.0
+    np.testing.assert_allclose(conv.msg_to_object(msg).symmetry_axis, obj.symmetry_axis)
     arr = conv.objects_to_array_msg([obj], conv.make_header("world", 3.0))
     assert arr.header.frame_id == "world" and len(arr.objects) == 1
 

@@ -177,9 +177,9 @@ def test_meshing_moves_back_predicted_surfaces_beyond_half_a_constraint_cell(syn
     offset = 0.3 * ev.voxel
     thick = TrueShape(synthetic_scene.gt_meshes[oid], thicken=offset)  # surfaces `offset` too far out
     thick.surface_offset = lambda evidence: offset
-    moved, _ = reconstructor.mesh_evidence(ev, thick)
+    moved, _, _ = reconstructor.mesh_evidence(ev, thick)
     thick.surface_offset = lambda evidence: 0.0  # the same occupancy, meshed without moving back
-    unmoved, _ = reconstructor.mesh_evidence(ev, thick)
+    unmoved, _, _ = reconstructor.mesh_evidence(ev, thick)
     assert len(unmoved) == len(moved)
     shift = np.linalg.norm(moved - unmoved, axis=1)
     grid_vertices = transform_points(invert(ev.T_world_grid), unmoved)

@@ -64,11 +64,14 @@ def test_pooling_is_the_average_over_turns_about_the_axis():
     assert changed.mean() < 0.002
 
 
-def _one_view_scene(seed):
+def _one_view_synthetic(seed):
     from amodal3d_ros.synth import SynthConfig, generate_scene
 
-    synthetic = generate_scene(seed, SynthConfig(n_views=1, n_objects=(2, 3), width=320, height=240,
-                                                 procedural_share=1.0))
+    return generate_scene(seed, SynthConfig(n_views=1, n_objects=(2, 3), width=320, height=240, procedural_share=1.0))
+
+
+def _one_view_scene(seed):
+    synthetic = _one_view_synthetic(seed)
     scene = synthetic.scene
     poses = [f.T_world_camera for f in scene.frames]
     target = scene.targets[0]
@@ -115,6 +118,30 @@ def test_symmetry_is_a_pipeline_setting_for_depth_views(learned):
     evidence, _, _ = _one_view_scene(14)
     on = Reconstructor(PipelineConfig.from_flat_dict({"device": "cpu"}))
     off = Reconstructor(PipelineConfig.from_flat_dict({"device": "cpu", "complete.symmetry": False}))
-    pooled, raw = on.complete_evidence(evidence, learned), off.complete_evidence(evidence, learned)
-    assert not np.array_equal(pooled, raw)
-    np.testing.assert_array_equal(on.complete_evidence(evidence, learned, rgb_only=True), raw)
+    (pooled, axis), (raw, none) = on.complete_evidence(evidence, learned), off.complete_evidence(evidence, learned)
+    assert axis is not None and none is None and not np.array_equal(pooled, raw)
+    np.testing.assert_array_equal(on.complete_evidence(evidence, learned, rgb_only=True)[0], raw)
+
+
+def test_the_axis_is_reported_in_the_result_frame(tmp_path):
+    """A grasp planner gets the axis (result.json, the ROS message): here a cylinder's, not a box's."""
+    import json
+
+    from amodal3d_ros.pipeline import Reconstructor
+
+    reconstructor = Reconstructor(PipelineConfig.from_flat_dict({"device": "cpu"}))
+    for seed, symmetric in ((14, True), (9, False)):
+        synthetic = _one_view_synthetic(seed)
+        scene = synthetic.scene
+        result = reconstructor.reconstruct(scene.frames, scene.targets, scene.world_frame)
+        target = scene.targets[0].id
+        axis = result.object(target).symmetry_axis
+        entry = next(o for o in json.loads(result.write(tmp_path / str(seed)).joinpath("result.json").read_text())
+                     ["objects"] if o["id"] == target)
+        if not symmetric:
+            assert axis is None and entry["symmetry_axis"] is None
+            continue
+        truth = synthetic.gt_meshes[target].bounds.mean(axis=0)
+        assert np.linalg.norm(axis[0, :2] - truth[:2]) < 0.003  # the can's centre, in the world frame
+        assert abs(axis[0, 2] - synthetic.meta["table"]["top_z"]) < 0.003 and axis[1] @ [0, 0, 1] > 0.999
+        np.testing.assert_allclose(entry["symmetry_axis"]["point"], axis[0], atol=1e-6)

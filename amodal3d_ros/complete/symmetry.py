@@ -44,6 +44,11 @@ class RevolutionAxis:
     def plausible(self) -> bool:
         return self.residual_voxels < MAX_RESIDUAL_VOXELS and self.span_deg >= MIN_SPAN_DEG
 
+    def in_frame(self, T_frame_grid: np.ndarray) -> np.ndarray:
+        """(2, 3): the axis's point on the support and its unit direction (up), in another frame."""
+        point = T_frame_grid[:3, :3] @ np.array([self.centre[0], self.centre[1], 0.0]) + T_frame_grid[:3, 3]
+        return np.stack([point, T_frame_grid[:3, 2] / np.linalg.norm(T_frame_grid[:3, 2])])
+
 
 def side_points(points: np.ndarray, voxel: float, neighbours: int = 12) -> np.ndarray:
     """The points whose local surface is near vertical (normals from their neighbours), above the

@@ -329,6 +329,11 @@ def object_to_msg(obj: ReconstructedObject, header: Header):
     m.occluder_ids = [str(o) for o in obj.occluders]
     m.completion_method = str(obj.completion_method)
     m.reconstruction_seconds = float(obj.seconds)
+    if obj.symmetry_axis is not None:
+        (px, py, pz), (dx, dy, dz) = (np.asarray(v, dtype=np.float64) for v in obj.symmetry_axis)
+        m.has_symmetry_axis = True
+        m.symmetry_axis_point = Point(x=float(px), y=float(py), z=float(pz))
+        m.symmetry_axis_direction = Vector3(x=float(dx), y=float(dy), z=float(dz))
     return m
 
 
@@ -345,7 +350,10 @@ def msg_to_object(m) -> ReconstructedObject:
         bbox_size=np.array([m.bbox_size.x, m.bbox_size.y, m.bbox_size.z]),
         visible_fraction=float(m.visible_fraction), confidence=float(m.confidence),
         views_used=int(m.views_used), occluders=list(m.occluder_ids),
-        completion_method=m.completion_method, seconds=float(m.reconstruction_seconds))
+        completion_method=m.completion_method, seconds=float(m.reconstruction_seconds),
+        symmetry_axis=np.array([[m.symmetry_axis_point.x, m.symmetry_axis_point.y, m.symmetry_axis_point.z],
+                                [m.symmetry_axis_direction.x, m.symmetry_axis_direction.y,
+                                 m.symmetry_axis_direction.z]]) if m.has_symmetry_axis else None)
 
 
 def objects_to_array_msg(objects: Sequence[ReconstructedObject], header: Header):
@@ -369,7 +377,8 @@ def objects_to_cloud(objects: Sequence[ReconstructedObject], header: Header) -> 
 
 def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, ns: str = "amodal3d",
                        alpha: float = 0.85) -> MarkerArray:
-    """DELETEALL, then per object a TRIANGLE_LIST mesh and a TEXT_VIEW_FACING label above it."""
+    """DELETEALL, then per object a TRIANGLE_LIST mesh, a TEXT_VIEW_FACING label above it and, for an
+    object found rotationally symmetric, a LINE_LIST of its axis from the support through its top."""
     out = MarkerArray()
     clear = Marker()
     clear.header = header
@@ -396,6 +405,15 @@ def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, n
         label = f"{obj.id}" + (f" ({obj.label})" if obj.label and obj.label != obj.id else "")
         text.text = f"{label} vis {obj.visible_fraction:.0%} conf {obj.confidence:.2f}"
         out.markers.append(text)
+
+        if obj.symmetry_axis is not None:
+            base, up = (np.asarray(a, dtype=np.float64) for a in obj.symmetry_axis)
+            height = float(((v - base) @ up).max()) if len(v) else 0.0
+            line = _new_marker(header, f"{ns}/symmetry_axes", i, Marker.LINE_LIST)
+            line.scale.x = 0.002  # line width, m
+            line.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+            line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in (base, base + (height + 0.02) * up)]
+            out.markers.append(line)
     return out
 
 
