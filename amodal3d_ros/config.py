@@ -84,8 +84,8 @@ class CompleteConfig:
     rotations: int = 2
     # Average every completion over turns about the object's vertical axis when its measured surface
     # is a surface of revolution (cans, fruit, mugs) and the result agrees with the observations
-    # (complete/symmetry.py). Depth views only. On two validation sets: learned IoU +0.013 and +0.027,
-    # the classical methods +0.016 to +0.019 (docs/BENCHMARKS.md).
+    # (complete/symmetry.py). Depth views only. On two validation sets: learned IoU +0.013 and +0.028,
+    # the classical methods +0.012 to +0.022 (docs/BENCHMARKS.md).
     symmetry: bool = True
 
 

@@ -25,6 +25,9 @@ MAX_FIT_POINTS = 3000  # the fit is as good on a subsample; four views can measu
 SIDE_NORMAL_Z = 0.5  # side points: the vertical part of their unit normal is below this
 # Acceptance, chosen on the first validation set and checked on the second (docs/BENCHMARKS.md):
 MAX_RESIDUAL_VOXELS = 0.25  # median distance of side points from their band's circle
+# and at most this in metres: cans, fruit and mugs leave 0.2-0.7 mm (depth noise), while oval bottles
+# (mustard, bleach) leave 1.7 mm and more, under a quarter of the 10 mm voxels of a tall object's grid
+MAX_RESIDUAL_M = 0.001
 MIN_SPAN_DEG = 60.0  # measured arc about the axis: a shorter one fits many axes
 MAX_EXTRA_IN_FREE = 0.04  # pooled shape: share of its volume in seen-through space, above the raw one's
 MAX_EXTRA_SURFACE_LOST = 0.05  # pooled shape: share of the measured surface it leaves out, above the raw one's
@@ -37,12 +40,14 @@ class RevolutionAxis:
     centre: np.ndarray  # (2,) x, y of the axis, metres
     radii: np.ndarray  # (HEIGHT_BANDS,) fitted radius of each height band, metres
     band_edges: np.ndarray  # (HEIGHT_BANDS + 1,) heights of the bands, metres
-    residual_voxels: float  # median distance of the side points from their band's circle
+    residual_m: float  # median distance of the side points from their band's circle, metres
+    residual_voxels: float  # the same in evidence voxels
     span_deg: float  # angle about the axis that the side points cover
 
     @property
     def plausible(self) -> bool:
-        return self.residual_voxels < MAX_RESIDUAL_VOXELS and self.span_deg >= MIN_SPAN_DEG
+        return (self.residual_voxels < MAX_RESIDUAL_VOXELS and self.residual_m < MAX_RESIDUAL_M
+                and self.span_deg >= MIN_SPAN_DEG)
 
     def in_frame(self, T_frame_grid: np.ndarray) -> np.ndarray:
         """(2, 3): the axis's point on the support and its unit direction (up), in another frame."""
@@ -88,9 +93,9 @@ def fit_vertical_axis(points: np.ndarray, voxel: float, seed: int = 0) -> Option
     centre = solution.x[:2]
     angles = np.sort(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
     largest_gap = np.diff(np.r_[angles, angles[0] + 2 * np.pi]).max()
-    return RevolutionAxis(centre=centre, radii=np.abs(solution.x[2:]), band_edges=edges,
-                          residual_voxels=float(np.median(np.abs(residuals(solution.x)))) / voxel,
-                          span_deg=float(np.degrees(2 * np.pi - largest_gap)))
+    residual = float(np.median(np.abs(residuals(solution.x))))
+    return RevolutionAxis(centre=centre, radii=np.abs(solution.x[2:]), band_edges=edges, residual_m=residual,
+                          residual_voxels=residual / voxel, span_deg=float(np.degrees(2 * np.pi - largest_gap)))
 
 
 def pool_about_axis(probability: np.ndarray, evidence: EvidenceGrid, centre: np.ndarray) -> np.ndarray:
