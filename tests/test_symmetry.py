@@ -49,8 +49,8 @@ def test_axis_of_a_partly_seen_cylinder_and_none_of_an_oval_or_a_box_corner():
 class _Grid:
     """The two things pooling reads from an evidence grid."""
 
-    def __init__(self, n, size):
-        self.size, self.n = size, n
+    def __init__(self, size):
+        self.size = size
 
     def centres(self, r):
         axis = (np.arange(r) + 0.5) * self.size / r
@@ -58,7 +58,7 @@ class _Grid:
 
 
 def test_pooling_is_the_average_over_turns_about_the_axis():
-    grid = _Grid(32, 0.16)
+    grid = _Grid(0.16)
     cells = grid.centres(64)
     centre = np.array([0.08, 0.08])
     d = np.linalg.norm(cells[..., :2] - centre, axis=-1)
