@@ -279,12 +279,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", choices=MASKS, default="segmenter",
                         help="segmenter: segment as a robot does; truth: the scenes' rendered instance masks, "
                              "which leaves only the errors of fusion and completion")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="where JSON, markdown and plots go")
+    parser.add_argument("--real", type=Path, metavar="DIR",
+                        help="real RGB-D scene folders with hand-checked target masks (a folder of them or one): "
+                             "run the pipeline on them and score it without ground-truth shapes (evaluate_real.py)")
+    parser.add_argument("--out", type=Path, help="where JSON, markdown and plots go (default: docs; with --real: "
+                                                 "build/real_eval)")
     parser.add_argument("--name", default="benchmark", help="file stem of the outputs")
     add_pipeline_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.real is not None:
+        from .evaluate_real import run_real
+
+        return run_real(args)
+    args.out = args.out or Path("docs")
     config = pipeline_config(args)
     scene_dirs = build_benchmark(args.bench, args.scenes, args.seed)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
