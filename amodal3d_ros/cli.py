@@ -61,10 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import Reconstructor
+    from .safe_io import writable_folder
     from .scene import read_scene
 
     config = pipeline_config(args)
     scene = read_scene(args.scene)
+    writable_folder(args.out, "--out")  # refuse a file or a read-only folder before the work, not after
     reconstructor = Reconstructor(config)
     result = reconstructor.reconstruct_scene(scene)
     result.write(args.out)
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.run(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Bad input or an impossible request: one clear line, no traceback.
+    except (ConfigError, ValueError, OSError, RuntimeError) as exc:
+        # Bad input, an impossible request or an unwritable output: one clear line, no traceback.
         print(f"amodal3d {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
