@@ -47,15 +47,20 @@ class TargetNotFoundError(ValueError):
 
 
 def find_support_plane(points: np.ndarray, up_hint: np.ndarray, camera_centres: np.ndarray,
-                       threshold: float, max_tilt_deg: float, seed: int = 0) -> Plane:
+                       threshold: float, max_tilt_deg: float, seed: int = 0,
+                       view_points: Sequence[np.ndarray] = ()) -> Plane:
     """The plane objects rest on: of the large planes roughly facing ``up_hint``, the highest.
 
-    Scenes show a table top and often the floor below it; objects stand on the higher one.
-    The returned normal points towards the cameras.
+    Scenes show a table top and often the floor below it; objects stand on the higher one. A box
+    top or a lid also faces up and sits higher, and its plane may gather enough scattered coplanar
+    points elsewhere to count as large: with ``view_points`` (per view (H, W, 3) world points, NaN
+    where there is no depth) a plane's size is the largest connected patch of its inliers in the
+    images instead, which a box top never reaches against a table. The returned normal points
+    towards the cameras.
     """
     up_hint = up_hint / np.linalg.norm(up_hint)
     remaining = points
-    candidates: list[tuple[Plane, int]] = []
+    candidates: list[tuple[Plane, float]] = []
     min_cos = np.cos(np.deg2rad(max_tilt_deg))
     for attempt in range(4):
         if len(remaining) < 100:
@@ -67,7 +72,8 @@ def find_support_plane(points: np.ndarray, up_hint: np.ndarray, camera_centres: 
         if np.mean(plane.height(camera_centres)) < 0:  # orient towards the cameras
             plane = Plane(-plane.normal, -plane.offset)
         if plane.normal @ up_hint >= min_cos:
-            candidates.append((plane, count))
+            size = sum(_largest_patch(plane, w, threshold) for w in view_points) if len(view_points) else count
+            candidates.append((plane, float(size)))
         remaining = remaining[~inliers]
     if not candidates:
         raise ValueError("no support plane found: the views show no large surface facing up")
@@ -75,6 +81,36 @@ def find_support_plane(points: np.ndarray, up_hint: np.ndarray, camera_centres: 
     eligible = [p for p, c in candidates if c >= 0.2 * largest]
     # The highest plane is the one nearest to the cameras along its normal.
     return min(eligible, key=lambda p: float(np.mean(p.height(camera_centres))))
+
+
+def support_from_depth(frames: Sequence[Frame], poses: Sequence[np.ndarray], world: Sequence[Optional[np.ndarray]],
+                       plane_distance: float, up_hint: Optional[np.ndarray] = None) -> Plane:
+    """The support plane of RGB-D views; ``world`` holds per view (H, W, 3) world points or None.
+
+    ``up_hint``: None when the poses are given (world z is up); else only a rough hint (camera "up"
+    of frame 0), so the plane may tilt much further from it.
+    """
+    centres = np.array([T[:3, 3] for T in poses])
+    views = [np.where((f.depth > 0)[..., None], w, np.nan) for f, w in zip(frames, world) if w is not None]
+    sample = np.concatenate([subsample(w[np.isfinite(w[..., 0])], 15000, seed=i) for i, w in enumerate(views)])
+    if up_hint is None:
+        up_hint, max_tilt = np.array([0.0, 0.0, 1.0]), 35.0
+    else:
+        max_tilt = 70.0
+    return find_support_plane(sample, up_hint, centres, plane_distance, max_tilt, view_points=views)
+
+
+def _largest_patch(plane: Plane, world: np.ndarray, threshold: float, step: int = 2) -> int:
+    """Pixels (at every ``step``-th row and column) of the largest connected patch of plane inliers."""
+    import cv2
+
+    sub = world[::step, ::step]
+    with np.errstate(invalid="ignore"):
+        inlier = np.abs(plane.height(sub.reshape(-1, 3)).reshape(sub.shape[:2])) < threshold
+    # Depth noise and thin objects lying on the table pepper it with holes: close them first.
+    inlier = cv2.morphologyEx(inlier.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(inlier, connectivity=4)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
 
 
 def associate_segments(segment_frames: Sequence[int], segment_regions: Sequence[int],

@@ -17,7 +17,7 @@ from ..config import SegmentConfig
 from ..geometry import backproject, transform_points
 from ..scene import Frame, Target
 from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, TargetNotFoundError,
-                   associate_segments, find_support_plane, nearest_label, subsample)
+                   associate_segments, nearest_label, subsample, support_from_depth)
 
 
 class DepthSegmenter:
@@ -34,13 +34,7 @@ class DepthSegmenter:
         world = [transform_points(T, backproject(f.depth, f.K).reshape(-1, 3)).reshape(f.depth.shape + (3,))
                  for f, T in zip(frames, poses)]
         valid = [f.depth > 0 for f in frames]
-        centres = np.array([T[:3, 3] for T in poses])
-        sample = np.concatenate([subsample(w[m], 15000, seed=i) for i, (w, m) in enumerate(zip(world, valid))])
-        if up_hint is None:
-            up_hint, max_tilt = np.array([0.0, 0.0, 1.0]), 35.0
-        else:
-            max_tilt = 70.0  # only a rough hint (camera "up" of frame 0)
-        plane = find_support_plane(sample, up_hint, centres, cfg.plane_distance, max_tilt)
+        plane = support_from_depth(frames, poses, world, cfg.plane_distance, up_hint)
 
         labels, region_images, seg_points, seg_colors, seg_frames, seg_ids = [], [], [], [], [], []
         heights = []
@@ -48,12 +42,13 @@ class DepthSegmenter:
             height = plane.height(w.reshape(-1, 3)).reshape(m.shape)
             heights.append(height)
             regions = self._regions(f, height, m)
+            regions = split_between_seeds(regions, f, [t.pixel for t in targets if t.frame == i], cfg)
             region_images.append(regions)
             labels.append(np.where(m & (np.abs(height) < cfg.plane_distance), SUPPORT_LABEL, 0).astype(np.int32))
             for r in range(1, regions.max() + 1):
                 mask = regions == r
                 pts = w[mask]
-                extent = np.ptp(pts, axis=0).max() if len(pts) else 0.0
+                extent = robust_extent(pts)
                 if extent > cfg.max_object_size:
                     continue  # walls, furniture: not a graspable object
                 seg_points.append(pts)
@@ -159,6 +154,7 @@ class DepthSegmenter:
             take = pending & (grown > 0) & (np.abs(near - depth) < jump)
             regions = np.where(take, grown, regions)
             pending &= ~take
+        regions = split_at_valleys(regions, height, cfg.split_valley, min_pixels)
         return self._attach_low_parts(frame, regions, height, valid)
 
     def _attach_low_parts(self, frame: Frame, regions: np.ndarray, height: np.ndarray,
@@ -248,3 +244,116 @@ def assign_targets(seg: SceneSegmentation, targets: Sequence[Target]) -> None:
     if missing and len(missing) == len(targets):
         raise TargetNotFoundError("; ".join(missing))
     seg.warnings.extend(missing)
+
+
+def robust_extent(points: np.ndarray) -> float:
+    """Largest extent (m) along a world axis of the middle 98 % of ``points``.
+
+    Mixed pixels along depth edges scatter a few points far behind an object; they must not make
+    it look as large as a wall.
+    """
+    if len(points) == 0:
+        return 0.0
+    lo, hi = np.percentile(points, [1, 99], axis=0)
+    return float((hi - lo).max())
+
+
+def split_at_valleys(regions: np.ndarray, height: np.ndarray, valley: float, min_pixels: int) -> np.ndarray:
+    """Split regions that hold several objects joined only low down, as real depth joins them.
+
+    A real sensor smooths depth across the gap between two objects standing close together, so
+    no depth jump separates them: they meet in a valley of height above the support. Each region
+    is cut where the floods from its peaks meet (watershed on the height), keeping only peaks that
+    rise ``valley`` above the lowest pass to a higher one, so one object's own dips (a bowl's
+    inside, a mug's rim) never cut it. Parts smaller than ``min_pixels`` stay with the region.
+    """
+    from skimage.morphology import reconstruction
+    from skimage.segmentation import watershed
+
+    if valley <= 0 or regions.max() == 0:
+        return regions
+    # Lone flying pixels would each make a peak: a median filter takes them out first.
+    smooth = cv2.medianBlur(np.where(regions > 0, height, 0).astype(np.float32), 5)
+    out = regions.copy()
+    next_id = int(regions.max()) + 1
+    for r in range(1, int(regions.max()) + 1):
+        mask = regions == r
+        if mask.sum() < 2 * min_pixels:
+            continue
+        ys, xs = np.nonzero(mask)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        window, local = mask[y0:y1, x0:x1], np.where(mask[y0:y1, x0:x1], smooth[y0:y1, x0:x1], 0.0)
+        # The top ``valley`` of every peak (its dome); a peak that rises that far above every pass
+        # to a higher one fills its dome to the full depth, a bump on a slope does not.
+        dome = local - reconstruction(local - valley, local, method="dilation")
+        count, peaks = cv2.connectedComponents((dome > 0).astype(np.uint8), connectivity=8)
+        tops = np.zeros(count)
+        np.maximum.at(tops, peaks.ravel(), dome.ravel())
+        kept = np.flatnonzero(tops >= 0.99 * valley)
+        kept = kept[kept > 0]
+        relabel = np.zeros(count, np.int32)
+        relabel[kept] = np.arange(1, len(kept) + 1)
+        peaks, count = relabel[peaks], len(kept)
+        if count < 2:
+            continue
+        parts = watershed(-local, peaks, mask=window)
+        sizes = np.bincount(parts.ravel(), minlength=count + 1)
+        if np.count_nonzero(sizes[1:] >= min_pixels) < 2:
+            continue
+        view = out[y0:y1, x0:x1]
+        for part in range(2, count + 1):  # part 1 keeps the region's id
+            if sizes[part] >= min_pixels:
+                view[parts == part] = next_id
+                next_id += 1
+    return out
+
+
+def split_between_seeds(regions: np.ndarray, frame: Frame, seeds: Sequence[tuple[int, int]],
+                        config: SegmentConfig) -> np.ndarray:
+    """Give each of several target pixels that land on one region a part of its own.
+
+    Each target pixel names one object, so a region holding two of them holds two objects that
+    nothing above separated (a can standing on a tin, a mug against a bottle). The region is split
+    by flooding from the pixels over the image's edges: depth steps (relative to the depth, as
+    ``depth_edge``) and chroma changes (as ``color_edge``), whichever is stronger.
+    """
+    from skimage.segmentation import watershed
+
+    by_region: dict[int, list[tuple[int, int]]] = {}
+    for u, v in seeds:
+        r = nearest_label(regions, (u, v), radius=6)
+        if r > 0:
+            by_region.setdefault(r, []).append((u, v))
+    shared = {r: px for r, px in by_region.items() if len(px) >= 2}
+    if not shared:
+        return regions
+    elevation = edge_strength(frame, config)
+    out = regions.copy()
+    next_id = int(regions.max()) + 1
+    for r, pixels in shared.items():
+        mask = regions == r
+        markers = np.zeros(regions.shape, np.int32)
+        for k, (u, v) in enumerate(pixels, start=1):
+            cv2.circle(markers, (int(u), int(v)), 3, k, -1)
+        markers[~mask] = 0
+        parts = watershed(elevation, markers, mask=mask)
+        for k in range(2, len(pixels) + 1):  # the first pixel's part keeps the region's id
+            out[parts == k] = next_id
+            next_id += 1
+    return out
+
+
+def edge_strength(frame: Frame, config: SegmentConfig) -> np.ndarray:
+    """Per pixel, the stronger of the depth step and the chroma change to its neighbours, each in
+    units of the threshold that makes it an edge on its own."""
+    depth = frame.depth.astype(np.float32)
+    step = np.zeros_like(depth)
+    for axis in (0, 1):
+        d = np.abs(np.diff(depth, axis=axis, append=np.take(depth, [-1], axis=axis)))
+        step = np.maximum(step, d / (config.depth_edge * np.maximum(depth, 0.1)))
+    lab = cv2.cvtColor(cv2.GaussianBlur(frame.rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    chroma = np.zeros_like(depth)
+    for axis in (0, 1):
+        d = np.linalg.norm(np.diff(lab[..., 1:], axis=axis, append=np.take(lab[..., 1:], [-1], axis=axis)), axis=2)
+        chroma = np.maximum(chroma, d / max(config.color_edge, 1e-6))
+    return np.maximum(step, chroma)

@@ -9,7 +9,7 @@
 - Occluders: points on a ring around the target's dilated boundary prompt SAM; masks that are not
   the target, not huge (table, background) and not duplicates become the other objects. Segments
   of different views are grouped with ``associate_segments`` (depth) as in the depth segmenter.
-- Support: with depth the same plane fit as the depth segmenter (``find_support_plane``); without
+- Support: with depth the same plane fit as the depth segmenter (``support_from_depth``); without
   depth the largest mask prompted along the image bottom.
 - Occlusion masks (as Amodal3R defines them): per target and view, the pixels of occluders that
   overlap or touch the target's plausible extent (its visible mask's convex hull, dilated).
@@ -27,7 +27,7 @@ from ..config import SegmentConfig
 from ..geometry import backproject, invert, project, transform_points
 from ..scene import Frame, Target
 from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, TargetNotFoundError, associate_segments,
-                   find_support_plane, subsample)
+                   subsample, support_from_depth)
 
 _EMBED_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
@@ -119,14 +119,7 @@ class SamSegmenter:
                  if d else None for f, T, d in zip(frames, poses, has_depth)]
         plane = None
         if any(has_depth):
-            centres = np.array([T[:3, 3] for T in poses])
-            sample = np.concatenate([subsample(w[f.depth > 0], 15000, seed=i)
-                                     for i, (w, f) in enumerate(zip(world, frames)) if w is not None])
-            if up_hint is None:
-                up_hint, max_tilt = np.array([0.0, 0.0, 1.0]), 35.0
-            else:
-                max_tilt = 70.0
-            plane = find_support_plane(sample, up_hint, centres, cfg.plane_distance, max_tilt)
+            plane = support_from_depth(frames, poses, world, cfg.plane_distance, up_hint)
         else:
             warnings.append("no depth in any view: SAM gives masks but no support plane or 3D points")
 
