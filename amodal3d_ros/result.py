@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from . import safe_io
+
 RESULT_FORMAT_VERSION = 1
+# A file directly inside objects/ (no sub-folder, no "." or ".."): the only kind the writer ever deletes.
+_OBJECT_FILE = re.compile(r"objects/(?!\.\.?$)[^/\\\x00]+")
 
 
-def write_point_cloud(path: Path, points: np.ndarray) -> None:
+def point_cloud_ply(points: np.ndarray) -> bytes:
     """Binary little-endian PLY of xyz float32 vertices (empty clouds too, which trimesh refuses)."""
     pts = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
     header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(pts)}\n"
               "property float x\nproperty float y\nproperty float z\nend_header\n")
-    Path(path).write_bytes(header.encode("ascii") + pts.tobytes())
+    return header.encode("ascii") + pts.tobytes()
 
 
 @dataclass
@@ -42,18 +48,34 @@ class ReconstructedObject:
     # pooled about, when the object was found rotationally symmetric (complete/symmetry.py); else None
     symmetry_axis: Optional[np.ndarray] = None
 
-    def write(self, folder: Path, fmt: str = "ply") -> list[Path]:
-        """Write ``<id>.<fmt>`` (mesh), ``<id>_cloud.ply`` and ``<id>_visible.ply`` into ``folder``."""
+    def file_contents(self, fmt: str = "ply") -> dict[str, bytes]:
+        """File name suffix -> content: the mesh ``.<fmt>``, ``_cloud.ply`` and ``_visible.ply``."""
         import trimesh
 
+        mesh = trimesh.Trimesh(self.vertices, self.faces, process=False).export(file_type=fmt)
+        return {f".{fmt}": mesh.encode() if isinstance(mesh, str) else mesh,
+                "_cloud.ply": point_cloud_ply(self.cloud), "_visible.ply": point_cloud_ply(self.visible_points)}
+
+    def write(self, folder: Path, fmt: str = "ply") -> list[Path]:
+        """Write ``<id>.<fmt>`` (mesh), ``<id>_cloud.ply`` and ``<id>_visible.ply`` into ``folder``, each atomically."""
+        checked_ids([self])
+        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        mesh_path = folder / f"{self.id}.{fmt}"
-        cloud_path = folder / f"{self.id}_cloud.ply"
-        visible_path = folder / f"{self.id}_visible.ply"
-        trimesh.Trimesh(self.vertices, self.faces, process=False).export(mesh_path)
-        write_point_cloud(cloud_path, self.cloud)
-        write_point_cloud(visible_path, self.visible_points)
-        return [mesh_path, cloud_path, visible_path]
+        return [safe_io.atomic_write(folder / f"{self.id}{suffix}", data)
+                for suffix, data in self.file_contents(fmt).items()]
+
+
+def checked_ids(objects: list[ReconstructedObject]) -> None:
+    """Ids name files: each must be safe (safe_io.check_id) and unique; else ValueError naming it."""
+    seen = set()
+    for obj in objects:
+        try:
+            safe_io.check_id(obj.id)
+        except safe_io.UnsafePathError as exc:
+            raise safe_io.UnsafePathError(f"object id {obj.id!r:.80}: {exc}") from None
+        if obj.id in seen:
+            raise safe_io.UnsafePathError(f"object id {obj.id!r}: used by two objects (ids must be unique)")
+        seen.add(obj.id)
 
 
 @dataclass
@@ -73,17 +95,56 @@ class Reconstruction:
         raise KeyError(object_id)
 
     def write(self, out: str | Path) -> Path:
-        """Write the scene-format output: ``result.json`` and ``objects/``."""
-        out = Path(out)
-        objects_dir = out / "objects"
+        """Write the scene-format output, ``result.json`` and ``objects/``, so that a run killed at any
+        point leaves the previous complete result or the new one, never a mix.
+
+        Each file is written atomically. Over a previous result, the new files are first written
+        under fresh names and result.json is pointed at them (naming the previous result's files
+        that go, so that a killed run's successor removes them); only then are those removed, the
+        spec names (``objects/<id>.ply``) replaced and result.json pointed at them.
+        """
+        checked_ids(self.objects)
+        out = safe_io.writable_folder(out, "output folder")
+        contents = {obj.id: obj.file_contents("ply") for obj in self.objects}  # nothing on disk changes yet
+        (out / "objects").mkdir(exist_ok=True)
+        previous = _files_named_by(out)
+
+        def names(prefix: str) -> dict[str, dict[str, str]]:
+            return {obj_id: {suffix: f"objects/{prefix}{obj_id}{suffix}" for suffix in files}
+                    for obj_id, files in contents.items()}
+
+        final = names("")
+        if previous:
+            stale = previous - {out / rel for files in final.values() for rel in files.values()}
+            staged = names(f"{safe_io.TEMP_PREFIX}{secrets.token_hex(4)}-")
+            self._write_files(out, contents, staged, sorted(str(p.relative_to(out)) for p in stale))
+            for path in stale:
+                path.unlink(missing_ok=True)
+        self._write_files(out, contents, final)
+        for folder in (out, out / "objects"):
+            safe_io.remove_leftovers(folder)  # the staged copies, temporaries of killed runs
+        return out
+
+    def _write_files(self, out: Path, contents: dict[str, dict[str, bytes]], names: dict[str, dict[str, str]],
+                     stale_files: list[str] = ()) -> None:
+        """Every object's files under ``names[id][suffix]``, then result.json naming them."""
+        for obj_id, files in contents.items():
+            for suffix, data in files.items():
+                safe_io.atomic_write(out / names[obj_id][suffix], data)
+        doc = self._document(names)
+        if stale_files:
+            doc["stale_files"] = list(stale_files)  # only while a rewrite is under way
+        safe_io.atomic_write(out / "result.json", json.dumps(doc, indent=1))
+
+    def _document(self, names: dict[str, dict[str, str]]) -> dict:
+        """result.json, with each object's files named by ``names[id][suffix]``."""
         entries = []
         for obj in self.objects:
-            obj.write(objects_dir)
             entries.append({
                 "id": obj.id,
-                "mesh": f"objects/{obj.id}.ply",
-                "cloud": f"objects/{obj.id}_cloud.ply",
-                "visible": f"objects/{obj.id}_visible.ply",
+                "mesh": names[obj.id][".ply"],
+                "cloud": names[obj.id]["_cloud.ply"],
+                "visible": names[obj.id]["_visible.ply"],
                 "visible_fraction": round(float(obj.visible_fraction), 4),
                 "views_used": int(obj.views_used),
                 "seconds": round(float(obj.seconds), 4),
@@ -98,8 +159,7 @@ class Reconstruction:
                     "point": np.asarray(obj.symmetry_axis[0]).round(6).tolist(),
                     "direction": np.asarray(obj.symmetry_axis[1]).round(6).tolist()},
             })
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {
+        return {
             "version": RESULT_FORMAT_VERSION,
             "frame": self.frame_id,
             "objects": entries,
@@ -108,5 +168,19 @@ class Reconstruction:
             "camera_poses": [None if T is None else np.asarray(T).round(6).tolist() for T in self.camera_poses],
             "warnings": list(self.warnings),
         }
-        (out / "result.json").write_text(json.dumps(doc, indent=1))
-        return out
+
+
+def _files_named_by(out: Path) -> set[Path]:
+    """The files in ``out/objects`` that ``out/result.json`` names, as outputs or as stale files of an
+    unfinished rewrite (none if it is missing or unreadable).
+
+    Only names directly inside ``objects/`` count: a result.json naming anything else never makes
+    the writer delete it.
+    """
+    try:
+        doc = json.loads((out / "result.json").read_text())
+        names = [o.get(key) for o in doc["objects"] if isinstance(o, dict) for key in ("mesh", "cloud", "visible")]
+        names += list(doc.get("stale_files") or [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return {out / name for name in names if isinstance(name, str) and _OBJECT_FILE.fullmatch(name)}

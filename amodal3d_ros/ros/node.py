@@ -10,7 +10,6 @@ docs/ros.md or README.
 """
 from __future__ import annotations
 
-import os
 import queue
 import re
 import sys
@@ -40,8 +39,9 @@ from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
 from amodal3d_ros.ros.keyframes import Keyframe, KeyframeSelector
 from amodal3d_ros.ros.process import RosProcess
-from amodal3d_ros.ros.settings import NODE_PARAMETERS, all_parameter_defaults, split_parameters
+from amodal3d_ros.ros.settings import NODE_PARAMETERS, READ_ONLY_PARAMETERS, all_parameter_defaults, split_parameters
 from amodal3d_ros.ros.sync import ApproximateTimeSync
+from amodal3d_ros.safe_io import confined_folder
 from amodal3d_ros.scene import Frame, SceneFormatError, Target
 
 try:  # TF where the full ROS 2 stack is installed; the PyPI stack has no tf2_ros.
@@ -171,7 +171,8 @@ class Amodal3dNode(LifecycleNode):
     def _declare_parameters(self) -> None:
         for name, (default, doc) in NODE_PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(
-                description=doc, dynamic_typing=isinstance(default, float)))
+                description=doc, dynamic_typing=isinstance(default, float),
+                read_only=name in READ_ONLY_PARAMETERS))
         for key, default in PipelineConfig().to_flat_dict().items():
             self.declare_parameter(f"pipeline.{key}", default, ParameterDescriptor(
                 description=f"core pipeline setting '{key}' (amodal3d_ros/config.py)",
@@ -685,19 +686,13 @@ class Amodal3dNode(LifecycleNode):
         if last is None:
             response.success, response.message = False, "nothing reconstructed yet (call ~/reconstruct first)"
             return response
-        if not request.directory:
-            response.success, response.message = False, "directory is empty"
-            return response
-        folder = Path(os.path.expanduser(request.directory))
         try:
-            files = []
-            for obj in last[0].objects:
-                files += [str(p) for p in obj.write(folder, fmt)]
-        except Exception as exc:  # noqa: BLE001
-            response.success, response.message = False, f"cannot write into {folder}: {exc}"
+            folder, files = save_meshes(last[0].objects, self.settings.save_root, request.directory, fmt)
+        except Exception as exc:  # noqa: BLE001 - any failure is the caller's answer, never the node's end
+            response.success, response.message = False, f"cannot save into '{request.directory}': {exc}"
             return response
         response.success = True
-        response.files = files
+        response.files = [str(p) for p in files]
         response.message = f"wrote {len(last[0].objects)} meshes ({fmt}) to {folder}"
         return response
 
@@ -760,6 +755,21 @@ class Amodal3dNode(LifecycleNode):
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [inputs, recon]
         self.pub_diag.publish(arr)
+
+
+def save_meshes(objects, save_root: str, directory: str, fmt: str) -> tuple[Path, list[Path]]:
+    """``~/save_meshes`` without ROS: write ``objects`` into ``directory`` under ``save_root``.
+
+    ``directory`` is relative to the root ('' = the root; an absolute path only where it lies under
+    the root); '..' and symlinks leading out are refused (UnsafePathError), and every file is
+    written atomically, replacing a symlink rather than following it. Returns the absolute folder
+    and the absolute paths written.
+    """
+    folder = confined_folder(save_root, directory)
+    files = []
+    for obj in objects:
+        files += obj.write(folder, fmt)
+    return folder, files
 
 
 def main(argv: Optional[list[str]] = None) -> int:

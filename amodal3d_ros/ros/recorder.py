@@ -2,12 +2,12 @@
 
 Subscribes to ``objects`` (amodal3d_ros/ReconstructedObjectArray; remap it to
 ``/amodal3d/objects``) and ``debug_image`` (remap to ``/amodal3d/debug/segmentation``), both with
-the node's latched QoS. For each result it writes into ``out``: ``result.json`` and
+the node's latched QoS. For each result it writes into ``out``: ``report.png`` (the input image
+with masks, and the completed meshes rendered from three viewpoints), then ``result.json`` and
 ``objects/<id>.ply`` + ``objects/<id>_cloud.ply`` (the scene-format output, through the core's
-``Reconstruction.write``) and ``report.png`` (the input image with masks, and the completed
-meshes rendered from three viewpoints). It exits with code 0 after ``count`` results, or 1 after
-``timeout`` seconds without them or as soon as the player reports on ``player_failure`` that it
-gave up.
+``Reconstruction.write``: every file atomically, result.json last). It exits with code 0 after
+``count`` results, or 1 after ``timeout`` seconds without them or as soon as the player reports on
+``player_failure`` that it gave up.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from amodal3d_ros import safe_io
 from amodal3d_ros.result import ReconstructedObject, Reconstruction
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
@@ -169,9 +170,16 @@ class Recorder(Node):
         frame_id = msg.header.frame_id
         rec = Reconstruction(objects=objects, frame_id=frame_id, camera_poses=[], poses_estimated=False,
                              seconds_total=float(sum(o.seconds for o in objects)))
-        rec.write(self.out)
         report = make_report(objects, self.debug_rgb, frame_id)
-        cv2.imwrite(str(self.out / "report.png"), cv2.cvtColor(report, cv2.COLOR_RGB2BGR))
+        _, png = cv2.imencode(".png", cv2.cvtColor(report, cv2.COLOR_RGB2BGR))
+        try:
+            # Every file atomically, result.json last (Reconstruction.write): a killed recorder leaves
+            # the previous complete result or the new one.
+            safe_io.atomic_write(safe_io.writable_folder(self.out, "out") / "report.png", png.tobytes())
+            rec.write(self.out)
+        except (OSError, ValueError) as exc:  # an unsafe object id, a full disk: say so, keep recording
+            self.get_logger().error(f"cannot save the result into {self.out}: {exc}")
+            return
         self.received += 1
         self.get_logger().info(f"saved {len(objects)} objects [{', '.join(o.id for o in objects)}] "
                                f"(frame '{frame_id}') and report.png to {self.out}")

@@ -47,7 +47,11 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
     "publish_debug_image": (True, "publish ~/debug/segmentation after each reconstruction"),
     "min_valid_depth": (0.01, "least fraction of valid (finite, > 0) depth pixels for a frame to be used"),
+    "save_root": ("amodal3d_meshes", "folder ~/save_meshes writes under (relative: to the node's working "
+                  "directory); requests name a sub-folder of it, '' the folder itself; read-only at run time"),
 }
+# Set at start-up only: a caller on the ROS graph must not move where ~/save_meshes may write.
+READ_ONLY_PARAMETERS = frozenset({"save_root"})
 
 
 @dataclass
@@ -71,6 +75,7 @@ class NodeSettings:
     diagnostics_period: float = 1.0
     publish_debug_image: bool = True
     min_valid_depth: float = 0.01
+    save_root: str = "amodal3d_meshes"
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> "NodeSettings":
@@ -99,7 +104,8 @@ class NodeSettings:
             trigger_mode=str(get("trigger.mode")), trigger_every_n=num("trigger.every_n", int),
             prompt_mode=str(get("prompt.mode")), prompt_accumulate=bool(get("prompt.accumulate")),
             reconstruct_timeout=num("reconstruct_timeout"), diagnostics_period=num("diagnostics_period"),
-            publish_debug_image=bool(get("publish_debug_image")), min_valid_depth=num("min_valid_depth"))
+            publish_debug_image=bool(get("publish_debug_image")), min_valid_depth=num("min_valid_depth"),
+            save_root=str(get("save_root")))
         s.validate()
         return s
 
@@ -111,6 +117,7 @@ class NodeSettings:
                 errors.append(msg)
 
         check(bool(self.world_frame.strip()), "world_frame must not be empty")
+        check(bool(self.save_root.strip()), "save_root must not be empty")
         check(self.pose_source in POSE_SOURCES,
               f"pose_source must be one of {', '.join(POSE_SOURCES)}, got '{self.pose_source}'")
         check(self.trigger_mode in TRIGGER_MODES,
