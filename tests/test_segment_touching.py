@@ -105,3 +105,23 @@ def test_real_frames_support_and_targets():
                 merged.append(f"{folder.name}/{target.id}")
     assert found == total
     assert len(merged) <= 2, merged  # stacked and nested objects with one colour edge between them
+
+
+def test_a_mug_gets_its_inside_back_but_a_target_standing_in_a_bowl_keeps_its_own():
+    from amodal3d_ros.geometry import Plane
+    from amodal3d_ros.segment.depth import join_insides
+
+    h, w = 60, 60
+    yy, xx = np.mgrid[0:h, 0:w]
+    world = np.stack([xx * 0.002, yy * 0.002, np.zeros((h, w))], axis=-1)  # 2 mm pixels on the table
+    radius = np.hypot(yy - 30, xx - 30)
+    regions = np.zeros((h, w), np.int32)
+    regions[(radius >= 20) & (radius < 25)] = 1  # the rim and outer wall, 10 cm up
+    world[..., 2] = np.where(regions == 1, 0.10, 0.0)
+    regions[radius < 20] = 2  # the inner wall, lower, cut off by a depth step at the rim
+    world[..., 2] = np.where(regions == 2, 0.04 + 0.05 * radius / 20, world[..., 2])
+    table = Plane(normal=np.array([0.0, 0.0, 1.0]), offset=0.0)
+    joined = join_insides(regions, world, table, seeds=[(30, 30)])
+    assert set(np.unique(joined)) == {0, 1}
+    # A target pixel on each: a can standing in a bowl, both asked for.
+    assert np.array_equal(join_insides(regions, world, table, seeds=[(30, 30), (30, 7)]), regions)

@@ -43,6 +43,7 @@ class DepthSegmenter:
             heights.append(height)
             regions = self._regions(f, height, m)
             regions = split_between_seeds(regions, f, [t.pixel for t in targets if t.frame == i], cfg)
+            regions = join_insides(regions, w, plane, [t.pixel for t in targets if t.frame == i])
             region_images.append(regions)
             labels.append(np.where(m & (np.abs(height) < cfg.plane_distance), SUPPORT_LABEL, 0).astype(np.int32))
             for r in range(1, regions.max() + 1):
@@ -357,3 +358,41 @@ def edge_strength(frame: Frame, config: SegmentConfig) -> np.ndarray:
         d = np.linalg.norm(np.diff(lab[..., 1:], axis=axis, append=np.take(lab[..., 1:], [-1], axis=axis)), axis=2)
         chroma = np.maximum(chroma, d / max(config.color_edge, 1e-6))
     return np.maximum(step, chroma)
+
+
+def join_insides(regions: np.ndarray, world: np.ndarray, plane, seeds: Sequence[tuple[int, int]],
+                 margin: float = 0.005) -> np.ndarray:
+    """Give a container back its inside: a mug's or a bowl's inner wall lies behind its rim, so a
+    depth step cuts it off as a region of its own.
+
+    A region joins a neighbouring one when nearly all of its points stand within the neighbour's
+    footprint on the support (its convex hull, ``margin`` wider) and no higher than the neighbour's
+    top (``margin`` again, for noise): what lies inside and below a rim. A region holding a target pixel other than the
+    neighbour's (a can standing in a bowl) stays apart.
+    """
+    if regions.max() < 2:
+        return regions
+    T_support_world = np.linalg.inv(plane.frame(np.zeros(3)))
+    local = (world.reshape(-1, 3) @ T_support_world[:3, :3].T + T_support_world[:3, 3]).reshape(world.shape)
+    seeded = {int(regions[v, u]) for u, v in seeds if regions[v, u] > 0}
+    out = regions.copy()
+    ids = [r for r in range(1, int(regions.max()) + 1) if (regions == r).any()]
+    kernel = np.ones((5, 5), np.uint8)
+    for inner in ids:
+        mask = out == inner
+        if not mask.any():
+            continue
+        touching = np.unique(out[cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask])
+        for outer in (int(r) for r in touching if r > 0 and r != inner):
+            if inner in seeded and outer in seeded:
+                continue
+            rim = local[out == outer]
+            hull = cv2.convexHull((rim[:, :2] * 1000).astype(np.float32))
+            pts = local[mask]
+            inside = [cv2.pointPolygonTest(hull, (float(x), float(y)), True) >= -margin * 1000
+                      for x, y in pts[:: max(1, len(pts) // 300), :2] * 1000]
+            if np.mean(inside) >= 0.9 and np.percentile(pts[:, 2], 95) <= np.percentile(rim[:, 2], 99) + margin:
+                out[mask] = outer
+                seeded = {outer if r == inner else r for r in seeded}
+                break
+    return out
