@@ -40,6 +40,9 @@ class SegmentConfig:
     depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
     color_edge: float = 20.0  # CIE Lab difference of neighbouring pixels that separates objects (0: off)
     min_object_pixels: int = 150  # smaller segments are noise
+    # Depth pixels stepping to both neighbours as steeply as a surface seen this far from face-on are
+    # mixed pixels at a depth edge (sensor.py) and count as no measurement (90: keep all).
+    max_grazing_deg: float = 80.0
     split_valley: float = 0.02  # m: a region is split where it dips this far between two peaks (0: never)
     max_object_size: float = 0.5  # m, larger clusters are not graspable objects
     association_distance: float = 0.015  # m, depth agreement of one object seen from two views
@@ -175,6 +178,7 @@ class PipelineConfig:
             check(getattr(self.segment, name) > 0, f"segment.{name} must be > 0")
         check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
         check(self.segment.split_valley >= 0, "segment.split_valley must be >= 0")
+        check(0 < self.segment.max_grazing_deg <= 90, "segment.max_grazing_deg must be in (0, 90]")
         check(self.segment.sam_points_per_side >= 1, "segment.sam_points_per_side must be >= 1")
         check(0.0 <= self.segment.sam_min_quality <= 1.0, "segment.sam_min_quality must be in [0, 1]")
         check(self.poses.method in ("auto", "given", "registration"),

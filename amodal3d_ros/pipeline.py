@@ -25,6 +25,7 @@ from .poses import resolve_poses
 from .result import ReconstructedObject, Reconstruction
 from .scene import Frame, Scene, Target
 from .segment import make_segmenter
+from .sensor import drop_mixed_pixels
 from .segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Reconstructor:
             if not 0 <= t.frame < len(frames):
                 raise ValueError(f"target '{t.id}' names frame {t.frame}, but there are {len(frames)} frames")
         start = time.perf_counter()
+        frames = drop_mixed_pixels(frames, self.config.segment.max_grazing_deg)
         poses, estimated, warnings = resolve_poses(frames, self.config.poses)
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
         rgb_only = any(f.depth is None for f in frames)
