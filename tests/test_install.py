@@ -13,7 +13,6 @@ SCRIPTS = ["amodal3d", "amodal3d_node", "amodal3d_player", "amodal3d_recorder", 
 
 
 def _share_dir() -> Path:
-    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     from ament_index_python.packages import get_package_share_directory
 
     return Path(get_package_share_directory(PKG))

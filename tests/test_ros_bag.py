@@ -1,4 +1,5 @@
-"""The player's rosbag path: a bag of the example scene through the demo graph, and bad bag files.
+"""The player's rosbag path: a bag of a rendered scene (``synth``, with ground truth) through the
+demo graph, and bad bag files.
 
 The bag is written with ``rosbags`` (pure Python; no rosbag2_py in the PyPI ROS 2 stack) and its
 ROS 2 typestore, on topics under a ``/camera`` namespace (the player keeps every topic that *ends*
@@ -9,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,7 @@ pytest.importorskip("rosbags", reason="rosbags (pure-Python rosbag2 reader/write
 pytest.importorskip("amodal3d_ros.msg", reason="amodal3d_ros messages not built (make install)")
 pytest.importorskip("amodal3d_ros.pipeline", reason="core pipeline not available")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EXAMPLE_SCENE = REPO / "amodal3d_ros" / "ros" / "example_scene"
-GT_MESH = SHARED / "samples" / "sample1_posed_v4" / "gt" / "obj0.ply"
+from conftest import ros_env  # noqa: E402
 
 T0_NS = 1_700_000_000 * 10**9  # bag time of the first frame
 FRAME_PERIOD_NS = 500_000_000  # 2 Hz: the player replays at bag time, so this sets the test's pace
@@ -35,19 +31,9 @@ REPEAT = 2  # copies of each view (fresh stamps), like the scene player's repeat
 # before the player's reconstruct call (0.5 s after the last message).
 
 
-def ros_env() -> dict:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(random.randint(201, 230))  # not the domains of the other ROS tests
-    env["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="amodal3d-test-roslog-")
-    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
-    return env
-
-
 def run(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
     """Run ``cmd`` to the end (SIGINT, then kill, if it overruns); (exit code, stdout+stderr)."""
-    proc = subprocess.Popen(cmd, env=ros_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, env=ros_env("bag"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=str(cwd))
     try:
         log, _ = proc.communicate(timeout=timeout)
@@ -128,10 +114,10 @@ def write_scene_bag(scene_dir: Path, bag_dir: Path, storage: str) -> Path:
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_demo_plays_a_bag(tmp_path, storage):
+def test_demo_plays_a_bag(tmp_path, storage, camera_scene, camera_scene_dir):
     import trimesh
 
-    bag_file = write_scene_bag(EXAMPLE_SCENE, tmp_path / "bag", storage)
+    bag_file = write_scene_bag(camera_scene_dir, tmp_path / "bag", storage)
     # A bare storage file (MCAP) and a rosbag2 folder (sqlite3) are both accepted by bag:=.
     bag = bag_file if storage == "mcap" else bag_file.parent
     out = tmp_path / "out"
@@ -143,9 +129,9 @@ def test_demo_plays_a_bag(tmp_path, storage):
     doc = json.loads((out / "result.json").read_text())
     assert doc["frame"] == "world" and len(doc["objects"]) == 1, doc
     mesh = trimesh.load(out / doc["objects"][0]["mesh"], force="mesh")
-    truth = trimesh.load(GT_MESH, force="mesh")
+    truth = camera_scene.gt_meshes[camera_scene.scene.targets[0].id]  # in the world frame
     err = float(np.linalg.norm(mesh.centroid - truth.centroid))
-    assert err < 0.02, f"mesh centroid {err * 100:.1f} cm from the ground truth"
+    assert err < 0.02, f"mesh centroid {err * 100:.1f} cm from the ground truth\n{log[-4000:]}"
     assert (out / "report.png").stat().st_size > 10_000
 
 
@@ -192,7 +178,7 @@ def test_player_rejects_bad_bags(tmp_path):
     cases = bad_bags(tmp_path)
     cmd = [sys.executable, "-m", "amodal3d_ros.ros.player", "--ros-args", "-p", "wait_timeout:=2.0"]
     procs = {}
-    env = ros_env()
+    env = ros_env("bag")
     for name, (bag, _) in cases.items():  # all at once: each pays the rclpy start-up once, in parallel
         procs[name] = subprocess.Popen(cmd + ["-p", f"bag:={bag}"], env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))

@@ -1,8 +1,6 @@
 """Unit tests: message <-> numpy conversions, synchroniser, keyframe selection, node settings."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,7 @@ from amodal3d_ros.ros.settings import all_parameter_defaults, split_parameters  
 from amodal3d_ros.ros.sync import ApproximateTimeSync  # noqa: E402
 from amodal3d_ros.scene import Frame, read_scene  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "samples" / "sample1_posed_v4"
+from conftest import EXAMPLE_SCENE  # noqa: E402
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
@@ -240,9 +237,8 @@ def test_sync_optional_stream():
 # ---------------------------------------------------------------- keyframes
 @pytest.fixture(scope="module")
 def sample_scene():
-    if not SAMPLE.is_dir():
-        pytest.skip(f"{SAMPLE} not found (shared/ beside the repo)")
-    return read_scene(SAMPLE)
+    """The example scene shipped in the package: 4 posed RGB-D views at 640x480."""
+    return read_scene(EXAMPLE_SCENE)
 
 
 def test_keyframes_from_sample(sample_scene):

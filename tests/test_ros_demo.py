@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +14,11 @@ pytest.importorskip("rclpy")
 pytest.importorskip("amodal3d_ros.msg", reason="amodal3d_ros messages not built (make install)")
 pytest.importorskip("amodal3d_ros.pipeline", reason="core pipeline not available")
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import ros_env  # noqa: E402
 
 
 def run_demo(tmp_path: Path, *args: str) -> tuple[int, str]:
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env["ROS_DOMAIN_ID"] = str(random.randint(101, 200))  # not the domain of the other ROS tests
-    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="amodal3d-test-roslog-"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
-    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.cli", "demo", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.cli", "demo", *args], env=ros_env("demo"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
     try:
         log, _ = proc.communicate(timeout=240)

@@ -13,7 +13,7 @@ import yaml
 
 from amodal3d_ros.ros import launcher as L
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, ros_env
 
 
 def test_core_launch_file_commands():
@@ -118,8 +118,7 @@ def test_runner_required_exit_code_and_signals(tmp_path, monkeypatch):
 
     # SIGINT to the launcher process: children are stopped, exit code 128 + 2
     lf2 = _write(tmp_path / "t2.launch.yaml", [{"node": {"pkg": "x", "exec": "forever", "name": "f"}}])
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.ros.launcher", str(lf2)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.ros.launcher", str(lf2)], env=ros_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.5)

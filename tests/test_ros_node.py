@@ -1,28 +1,24 @@
 """Integration: the amodal3d node as a subprocess (through amodal3d_launch and the core launch file,
-with remapping and a YAML parameter file), fed a sample scene from this process over real DDS.
+with remapping and a YAML parameter file), fed a scene rendered by ``synth`` (4 posed RGB-D views at
+640x480, with ground truth) from this process over real DDS.
 
-Every process started here is ended in the fixture's finally (SIGINT, then kill).
+Each test starts from a node without keyframes or prompts (``system`` resets it through its
+``~/reset`` service) and feeds what it needs, so the tests pass in any order; the node process is
+shared by the module and started again for the next test where one ended it (SIGINT test). Every
+process started here is ended in the fixture's finally (SIGINT, then kill). The ROS environment
+comes from conftest.py.
 """
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-# ROS hygiene for this test process and its children (before rclpy creates a context).
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="amodal3d-test-roslog-"))
-os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 
 rclpy = pytest.importorskip("rclpy")
 msgs = pytest.importorskip("amodal3d_ros.msg", reason="amodal3d_ros messages not built (make install)")
@@ -34,7 +30,7 @@ from geometry_msgs.msg import Point, PointStamped, PoseStamped  # noqa: E402
 from lifecycle_msgs.srv import GetState  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -42,17 +38,13 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from amodal3d_ros.ros import conversions as conv  # noqa: E402
 from amodal3d_ros.ros import qos  # noqa: E402
-from amodal3d_ros.scene import read_ground_truth, read_scene  # noqa: E402
 from amodal3d_ros.srv import SaveMeshes  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "samples" / "sample1_posed_v4"
+from conftest import REPO, ros_env  # noqa: E402
+
 NS = "/t"
 CAM = "/test_cam"
 TIMING: dict[str, float] = {}
-
-pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} not found (shared/ beside the repo)")
 
 
 def wait_for(cond, timeout: float, what, step: float = 0.05):
@@ -73,7 +65,7 @@ class Harness:
     """Test-side node: camera publishers, result subscribers, service clients, on its own thread."""
 
     def __init__(self, log_path: Path):
-        self.log_path = log_path
+        self.log_path = log_path  # the launcher's output (each start of the node writes a new one)
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("amodal3d_tester", context=self.context)
@@ -109,6 +101,12 @@ class Harness:
     def _on_diag(self, msg):
         for st in msg.status:
             self.diag[st.name] = {kv.key: kv.value for kv in st.values}
+
+    def clear(self) -> None:
+        """Forget what was received: results and diagnostics from here on are this test's."""
+        for received in (self.objects, self.markers, self.clouds, self.debug):
+            received.clear()
+        self.diag.clear()
 
     def inputs(self) -> dict[str, str]:
         return next((v for k, v in self.diag.items() if k.endswith("inputs") and "amodal3d" in k), {})
@@ -161,51 +159,142 @@ class Harness:
         rclpy.try_shutdown(context=self.context)
 
 
-@pytest.fixture(scope="module")
-def scene():
-    return read_scene(SAMPLE)
+PARAMS = ("/**:\n  ros__parameters:\n    pose_source: topic\n    qos:\n      reliable: true\n      image_depth: 20\n"
+          "    sync:\n      queue_size: 30\n    trigger:\n      mode: service\n"
+          "    keyframes:\n      max: 6\n    diagnostics_period: 0.5\n")
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ros_node")
-    params = tmp / "test_params.yaml"
-    params.write_text(
-        "/**:\n  ros__parameters:\n    pose_source: topic\n    qos:\n      reliable: true\n      image_depth: 20\n    sync:\n      queue_size: 30\n    trigger:\n      mode: service\n"
-        "    keyframes:\n      max: 6\n    diagnostics_period: 0.5\n")
-    log_path = tmp / "launch.log"
-    cmd = [sys.executable, "-m", "amodal3d_ros.ros.launcher", str(REPO / "launch" / "amodal3d.launch.yaml"),
-           f"namespace:={NS}", f"extra_params_file:={params}",
-           f"rgb_topic:={CAM}/color/image_raw", f"camera_info_topic:={CAM}/color/camera_info",
-           f"depth_topic:={CAM}/depth/image_rect_raw", f"pose_topic:={CAM}/pose"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    log = open(log_path, "w")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp))
-    harness = None
-    try:
-        harness = Harness(log_path)
-        pubs = harness.pub
-        wait_for(lambda: proc.poll() is not None or all(pubs[k].get_subscription_count() > 0
-                                                         for k in ("rgb", "info", "depth", "pose")),
+class NodeUnderTest:
+    """The amodal3d node through amodal3d_launch, the core launch file and a YAML parameter file;
+    started on demand (again after a test ended it)."""
+
+    def __init__(self, tmp: Path, harness: Harness):
+        self.tmp, self.harness = tmp, harness
+        self.params = tmp / "test_params.yaml"
+        self.params.write_text(PARAMS)
+        self.proc: subprocess.Popen | None = None
+        self.log = None
+        self.starts = 0
+        self.reconstructed_in = 0  # the start whose process holds a reconstruction (~/reset keeps it)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> subprocess.Popen:
+        pubs = self.harness.pub
+        camera = ("rgb", "info", "depth", "pose")
+        self.stop()
+        # a node that was ended must have left the graph, or its subscriptions would look like the new one's
+        wait_for(lambda: all(pubs[k].get_subscription_count() == 0 for k in camera), 20, "the old node to leave")
+        self.starts += 1
+        self.harness.log_path = log_path = self.tmp / f"launch{self.starts}.log"
+        self.log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "amodal3d_ros.ros.launcher", str(REPO / "launch" / "amodal3d.launch.yaml"),
+               f"namespace:={NS}", f"extra_params_file:={self.params}",
+               f"rgb_topic:={CAM}/color/image_raw", f"camera_info_topic:={CAM}/color/camera_info",
+               f"depth_topic:={CAM}/depth/image_rect_raw", f"pose_topic:={CAM}/pose"]
+        t0 = time.monotonic()
+        self.proc = proc = subprocess.Popen(cmd, env=ros_env(), stdout=self.log, stderr=subprocess.STDOUT,
+                                            cwd=str(self.tmp))
+        wait_for(lambda: proc.poll() is not None or all(pubs[k].get_subscription_count() > 0 for k in camera),
                  90, "the node's subscriptions (node active)")
-        assert proc.poll() is None, f"launcher exited early ({proc.returncode}):\n{harness.log()}"
-        TIMING["startup_s"] = time.monotonic() - t0
+        assert proc.poll() is None, f"launcher exited early ({proc.returncode}):\n{self.harness.log()}"
+        TIMING.setdefault("startup_s", time.monotonic() - t0)
         time.sleep(1.0)  # let discovery settle on the node's side too
-        yield proc, harness
-    finally:
-        if proc.poll() is None:
+        return proc
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+@pytest.fixture(scope="module")
+def scene(camera_scene):
+    return camera_scene.scene
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """The node process and the test-side harness, shared by the module's tests (see ``system``)."""
+    tmp = tmp_path_factory.mktemp("ros_node")
+    harness = None
+    node = None
+    try:
+        harness = Harness(tmp / "launch0.log")
+        node = NodeUnderTest(tmp, harness)
+        yield node
+    finally:
+        if node is not None:
+            node.stop()
         if harness is not None:
             harness.close()
-        log.close()
         if TIMING:
             print("\nROS integration timings:", {k: round(v, 4) for k, v in TIMING.items()})
+
+
+@pytest.fixture
+def system(node):
+    """(node process, harness) for one test: the node running and active, without keyframes, prompts
+    or queued frames (its ``~/reset`` service), and the harness without earlier results or diagnostics."""
+    proc = node.proc if node.running() else node.start()
+    h = node.harness
+    res = h.call(Trigger, f"{NS}/amodal3d/reset", Trigger.Request())
+    assert res.success, res.message
+    h.clear()
+    wait_for(lambda: h.inputs().get("keyframes") == "0", 20, "diagnostics of the reset node")
+    return proc, h
+
+
+def feed(h: Harness, scene) -> None:
+    """Every view of ``scene`` twice (robust to a lost best-effort message; a copy is no new keyframe)
+    and the first target's pixel prompt; waits until each view is a keyframe."""
+    target = scene.targets[0]
+    for i, f in enumerate(scene.frames):
+        t = h.publish_frame(f)
+        h.publish_frame(f)
+        if i == target.frame:
+            h.pub["prompt"].publish(PointStamped(header=conv.make_header("", t),
+                                                 point=Point(x=float(target.pixel[0]), y=float(target.pixel[1]))))
+    n = len(scene.frames)
+    wait_for(lambda: h.inputs().get("keyframes") == str(n), 20, lambda: f"{n} keyframes (have {h.inputs()})")
+
+
+def reconstruct(node: NodeUnderTest, scene):
+    """Feed the scene to the (reset) node and call ``~/reconstruct``; its answer."""
+    h = node.harness
+    feed(h, scene)
+    t0 = time.monotonic()
+    res = h.call(Trigger, f"{NS}/amodal3d/reconstruct", Trigger.Request(), timeout=240)
+    TIMING["reconstruct_service_s"] = time.monotonic() - t0
+    if res.success:
+        node.reconstructed_in = node.starts
+    return res
+
+
+@pytest.fixture
+def reconstructed(node, system, scene):
+    """The answer of ``~/reconstruct`` on the scene, reconstructed in this test."""
+    return reconstruct(node, scene)
+
+
+@pytest.fixture
+def holds_result(node, system, scene):
+    """A node that holds a reconstruction of the scene: the last one this node process made
+    (``~/reset`` drops keyframes and prompts, not results), else a new one."""
+    if node.reconstructed_in == node.starts:
+        return True
+    res = reconstruct(node, scene)
+    assert res.success, res.message
+    return True
 
 
 def test_bad_input_is_logged_counted_and_survived(system, scene):
@@ -245,17 +334,15 @@ def test_bad_input_is_logged_counted_and_survived(system, scene):
     assert int(info["bad messages"]) >= 5
 
 
-def test_reconstruct_service_publishes_objects(system, scene):
+def test_reconstruct_service_publishes_objects(system, reconstructed, scene, camera_scene):
     proc, h = system
-    t0 = time.monotonic()
-    res = h.call(Trigger, f"{NS}/amodal3d/reconstruct", Trigger.Request(), timeout=240)
-    TIMING["reconstruct_service_s"] = time.monotonic() - t0
+    res = reconstructed
     assert res.success, res.message
     arr = wait_for(lambda: h.objects[-1] if h.objects else None, 20, "~/objects")
     assert arr.header.frame_id == "world" and len(arr.objects) == 1
     obj = conv.msg_to_object(arr.objects[0])
     assert obj.id == "target0" and len(obj.faces) > 0 and len(obj.cloud) > 0
-    gt = trimesh.load(read_ground_truth(SAMPLE)[scene.targets[0].id], process=False)
+    gt = camera_scene.gt_meshes[scene.targets[0].id]  # in the world frame
     mesh = trimesh.Trimesh(obj.vertices, obj.faces, process=False)
     err = float(np.linalg.norm(mesh.centroid - gt.centroid))
     TIMING["centroid_error_m"] = err
@@ -278,7 +365,7 @@ def test_reconstruct_service_publishes_objects(system, scene):
     TIMING["node_latency_s"] = float(recon["last latency (s)"])
 
 
-def test_save_meshes(system, tmp_path):
+def test_save_meshes(system, holds_result, tmp_path):
     _, h = system
     for fmt in ("ply", "obj", "glb"):
         res = h.call(SaveMeshes, f"{NS}/amodal3d/save_meshes", SaveMeshes.Request(directory=str(tmp_path / fmt), format=fmt))
@@ -300,6 +387,8 @@ def _param(name, value):
 def test_parameters_are_validated(system):
     proc, h = system
     srv = f"{NS}/amodal3d/set_parameters"
+    every_n = h.call(GetParameters, f"{NS}/amodal3d/get_parameters",
+                     GetParameters.Request(names=["trigger.every_n"])).values[0].integer_value
     res = h.call(SetParameters, srv, SetParameters.Request(parameters=[_param("keyframes.max", 0)]))
     assert not res.results[0].successful and "keyframes.max" in res.results[0].reason
     res = h.call(SetParameters, srv, SetParameters.Request(parameters=[_param("pipeline.complete.method", "magic")]))
@@ -309,10 +398,14 @@ def test_parameters_are_validated(system):
     state = h.call(GetState, f"{NS}/amodal3d/get_state", GetState.Request())
     assert state.current_state.label == "active"
     assert proc.poll() is None
+    # leave the node as the other tests expect it
+    res = h.call(SetParameters, srv, SetParameters.Request(parameters=[_param("trigger.every_n", every_n)]))
+    assert res.results[0].successful
 
 
-def test_reset_drops_keyframes(system):
+def test_reset_drops_keyframes(system, scene):
     _, h = system
+    feed(h, scene)
     res = h.call(Trigger, f"{NS}/amodal3d/reset", Trigger.Request())
     assert res.success and "dropped 4 keyframes" in res.message
     res = h.call(Trigger, f"{NS}/amodal3d/reconstruct", Trigger.Request())

@@ -7,13 +7,14 @@ import pytest
 from amodal3d_ros.config import ConfigError, PipelineConfig
 from amodal3d_ros.scene import SceneFormatError, drop_poses, read_scene, write_scene
 
-from conftest import SAMPLE_NAMES
+from conftest import EXAMPLE_SCENE, SAMPLE_NAMES
 
 
-@pytest.mark.parametrize("name", SAMPLE_NAMES)
-def test_samples_read(samples_dir, name):
-    scene = read_scene(samples_dir / name)
-    meta = json.loads((samples_dir / name / "scene.json").read_text())
+@pytest.mark.parametrize("name", ("example_scene",) + SAMPLE_NAMES)
+def test_samples_read(scene_folder, name):
+    folder = scene_folder(name)
+    scene = read_scene(folder)
+    meta = json.loads((folder / "scene.json").read_text())
     assert len(scene.frames) == len(meta["frames"])
     assert scene.posed == ("unposed" not in name)
     for f in scene.frames:
@@ -22,8 +23,8 @@ def test_samples_read(samples_dir, name):
     assert scene.targets and scene.targets[0].frame == 0
 
 
-def test_roundtrip(tmp_path, samples_dir):
-    scene = read_scene(samples_dir / "sample1_posed_v4")
+def test_roundtrip(tmp_path):
+    scene = read_scene(EXAMPLE_SCENE)
     write_scene(scene, tmp_path / "copy")
     again = read_scene(tmp_path / "copy")
     assert len(again.frames) == 4
@@ -36,11 +37,10 @@ def test_roundtrip(tmp_path, samples_dir):
     assert not unposed.posed and unposed.world_frame == "camera_0_optical"
 
 
-def test_bad_scenes_name_the_problem(tmp_path, samples_dir):
+def test_bad_scenes_name_the_problem(tmp_path, synthetic_scene):
     with pytest.raises(SceneFormatError, match="no scene.json"):
         read_scene(tmp_path)
-    scene = read_scene(samples_dir / "sample0_posed_v1")
-    write_scene(scene, tmp_path / "s")
+    write_scene(synthetic_scene.scene, tmp_path / "s")
     meta = json.loads((tmp_path / "s" / "scene.json").read_text())
     meta["targets"][0]["pixel"] = [9999, 3]
     (tmp_path / "s" / "scene.json").write_text(json.dumps(meta))

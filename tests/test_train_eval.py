@@ -13,6 +13,8 @@ from amodal3d_ros.complete.learned import LearnedCompleter, load_weights
 from amodal3d_ros.train.dataset import ShardDataset, write_shard
 from amodal3d_ros.train.loop import TrainConfig, generate_data, train
 
+from conftest import EXAMPLE_SCENE
+
 TINY = {
     "data": {"scenes": 4, "seed": 5, "views": [1, 2], "objects": [2, 3], "width": 160, "height": 120,
              "points_per_sample": 256, "scenes_per_shard": 2, "workers": 1},
@@ -235,14 +237,14 @@ def test_eval_with_ground_truth_masks(tmp_path, one_scene_bench):
                  "--rgb-only", "--masks", "truth", "--out", str(tmp_path), "--name", "x"]) == 2
 
 
-def test_bench_prints_and_writes_figures(tmp_path, samples_dir, capsys):
+def test_bench_prints_and_writes_figures(tmp_path, capsys):
     from amodal3d_ros.cli import main
 
     out = tmp_path / "bench.json"
-    assert main(["bench", str(samples_dir / "sample1_posed_v4"), "--repeats", "1", "--methods", "extrusion,hull",
+    assert main(["bench", str(EXAMPLE_SCENE), "--repeats", "1", "--methods", "extrusion,hull",
                  "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
-    entry = figures["scenes"]["sample1_posed_v4"]
+    entry = figures["scenes"]["example_scene"]
     assert entry["prepare_median_s"] > 0 and entry["hull_evidence_to_mesh_median_s"] > 0
     assert figures["ratio_hull_over_extrusion"] > 0
     assert "evidence->mesh" in capsys.readouterr().out
