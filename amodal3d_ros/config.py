@@ -52,8 +52,7 @@ class SegmentConfig:
 class PoseConfig:
     method: str = "auto"  # "auto": given poses when present, else "registration"
     voxel: float = 0.01  # m, downsampling for registration
-    max_correspondence: float = 0.03  # m
-    min_fitness: float = 0.3  # registration overlap below which a view is dropped
+    min_fitness: float = 0.3  # registration overlap below which a view is reported as weak (it is kept)
 
 
 @dataclass
@@ -67,8 +66,8 @@ class FuseConfig:
     # The measured surface and seen-through space are also fused on a grid this many times finer
     # (1: not), which the constraints use when meshing at that resolution (complete.resolution 64 =
     # 2 x 32; at other resolutions it is not fused and the coarse grid is resampled as before):
-    # cells of the meshing grid keep their own votes instead of sharing a coarse cell's (+0.011
-    # F@5mm, +0.014 IoU for the model).
+    # cells of the meshing grid keep their own votes instead of sharing a coarse cell's (measured in
+    # docs/BENCHMARKS.md).
     constraint_factor: int = 2
 
 
@@ -82,14 +81,12 @@ class CompleteConfig:
     resolution: int = 64  # occupancy queries along each axis at meshing time
     threshold: float = 0.5
     # Learned model only: ask it about the evidence turned by 1, 2 or 4 quarter turns about the vertical
-    # and average. On two validation sets 2 gained +0.003-0.008 F@5mm and +0.003-0.004 IoU for 15-20 %
-    # more time on a CPU, 4 a little more for twice the time (docs/BENCHMARKS.md); on a GPU, where the
-    # turns are one batch, 4 costs little.
+    # and average: more turns, a little more accuracy for more time on a CPU (docs/BENCHMARKS.md); on a
+    # GPU, where the turns are one batch, 4 costs little.
     rotations: int = 2
     # Average every completion over turns about the object's vertical axis when its measured surface
     # is a surface of revolution (cans, fruit, mugs) and the result agrees with the observations
-    # (complete/symmetry.py). Depth views only. On two validation sets: learned IoU +0.013 and +0.028,
-    # the classical methods +0.012 to +0.022 (docs/BENCHMARKS.md).
+    # (complete/symmetry.py). Depth views only. Measured on two validation sets in docs/BENCHMARKS.md.
     symmetry: bool = True
 
 
@@ -156,9 +153,6 @@ class PipelineConfig:
         data = _strip_ros_parameters(data)
         data = data.get("pipeline", data)
         return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def validate(self) -> None:
         errors = []
