@@ -37,6 +37,7 @@ class SegmentConfig:
     sam_min_quality: float = 0.85  # RGB-only views: least predicted IoU and stability of an automatic mask
     plane_distance: float = 0.008  # m, RANSAC inlier distance for the support plane
     min_height: float = 0.004  # m above the support plane for a point to belong to an object
+    noise_sigmas: float = 2.0  # ... or this many times the support's depth noise there, if more (0: off)
     depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
     color_edge: float = 20.0  # CIE Lab difference of neighbouring pixels that separates objects (0: off)
     min_object_pixels: int = 150  # smaller segments are noise
@@ -172,6 +173,7 @@ class PipelineConfig:
             check(getattr(self.segment, name) > 0, f"segment.{name} must be > 0")
         check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
         check(self.segment.split_valley >= 0, "segment.split_valley must be >= 0")
+        check(self.segment.noise_sigmas >= 0, "segment.noise_sigmas must be >= 0")
         check(0 < self.segment.max_grazing_deg <= 90, "segment.max_grazing_deg must be in (0, 90]")
         check(self.segment.sam_points_per_side >= 1, "segment.sam_points_per_side must be >= 1")
         check(0.0 <= self.segment.sam_min_quality <= 1.0, "segment.sam_min_quality must be in [0, 1]")

@@ -125,3 +125,16 @@ def test_a_mug_gets_its_inside_back_but_a_target_standing_in_a_bowl_keeps_its_ow
     assert set(np.unique(joined)) == {0, 1}
     # A target pixel on each: a can standing in a bowl, both asked for.
     assert np.array_equal(join_insides(regions, world, table, seeds=[(30, 30), (30, 7)]), regions)
+
+
+def test_far_table_noise_does_not_rise_above_the_support():
+    from amodal3d_ros.segment.depth import rise_above_noise
+
+    rng = np.random.default_rng(0)
+    depth = np.repeat(np.linspace(0.5, 1.5, 200, dtype=np.float32)[:, None], 100, axis=1)
+    height = (rng.normal(0, 1, depth.shape) * 0.004 * depth ** 2).astype(np.float32)  # 4 mm at 1 m
+    floor = rise_above_noise(height, depth, depth > 0, min_height=0.004, sigmas=2.0)
+    assert floor[0, 0] == pytest.approx(0.004)  # near: the fixed height
+    assert 0.015 < floor[-1, 0] < 0.025  # at 1.5 m: about twice the noise there
+    assert (height > floor).mean() < 0.05
+    assert np.all(rise_above_noise(height, depth, depth > 0, 0.004, sigmas=0.0) == np.float32(0.004))

@@ -122,7 +122,8 @@ class DepthSegmenter:
         """Connected regions of above-plane pixels, cut at depth discontinuities."""
         cfg = self.config
         depth = frame.depth
-        above = valid & (height > cfg.min_height) & (height < cfg.max_object_size)
+        floor = rise_above_noise(height, frame.depth, valid, cfg.min_height, cfg.noise_sigmas)
+        above = valid & (height > floor) & (height < cfg.max_object_size)
         # A pixel is an edge when a neighbour is much nearer: the pixel lies behind an occluder's
         # silhouette. Cutting only the farther side keeps the occluder's own mask whole.
         jump = cfg.depth_edge * np.maximum(depth, 0.1)
@@ -156,10 +157,10 @@ class DepthSegmenter:
             regions = np.where(take, grown, regions)
             pending &= ~take
         regions = split_at_valleys(regions, height, cfg.split_valley, min_pixels)
-        return self._attach_low_parts(frame, regions, height, valid)
+        return self._attach_low_parts(frame, regions, height, valid, floor)
 
     def _attach_low_parts(self, frame: Frame, regions: np.ndarray, height: np.ndarray,
-                          valid: np.ndarray) -> np.ndarray:
+                          valid: np.ndarray, floor: np.ndarray) -> np.ndarray:
         """Give an object its parts that lie too low to rise above the support (a plate's floor).
 
         Such a part is a colour-bounded patch of low pixels that objects enclose: most of its
@@ -170,7 +171,7 @@ class DepthSegmenter:
         cfg = self.config
         if regions.max() == 0:
             return regions
-        low = valid & (regions == 0) & (height > -cfg.plane_distance) & (height <= cfg.min_height)
+        low = valid & (regions == 0) & (height > -cfg.plane_distance) & (height <= floor)
         if cfg.color_edge > 0:
             low &= ~color_edges(frame.rgb, cfg.color_edge)
         n, parts, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=4)
@@ -396,3 +397,19 @@ def join_insides(regions: np.ndarray, world: np.ndarray, plane, seeds: Sequence[
                 seeded = {outer if r == inner else r for r in seeded}
                 break
     return out
+
+
+def rise_above_noise(height: np.ndarray, depth: np.ndarray, valid: np.ndarray, min_height: float,
+                     sigmas: float) -> np.ndarray:
+    """(H, W) height a pixel must exceed to stand above the support, growing with the depth noise.
+
+    Depth noise of real cameras grows with the square of the distance, so a fixed height leaves far
+    table pixels poking above it and joined to the objects there. The noise is measured on the
+    support itself: the spread of the heights of pixels near it, relative to the squared depth.
+    """
+    near = valid & (np.abs(height) < 0.03)
+    if sigmas <= 0 or near.sum() < 500:
+        return np.full(height.shape, min_height, np.float32)
+    spread = np.abs(height[near]) / np.square(depth[near])
+    per_square_metre = 1.4826 * float(np.median(spread))  # robust std of the height at 1 m
+    return np.maximum(min_height, sigmas * per_square_metre * np.square(depth)).astype(np.float32)
