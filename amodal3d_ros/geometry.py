@@ -23,17 +23,32 @@ def invert(T: np.ndarray) -> np.ndarray:
     return out
 
 
-def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) ray directions with z = 1 for every pixel centre."""
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    x = (u - K[0, 2]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
+def normalized_coordinates(K: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rays of pixels (u, v) meet the plane z = 1: x = (u - cx) / fx, y = (v - cy) / fy.
+
+    Integer (u, v) is a pixel's centre. ``u`` and ``v`` are arrays of any (broadcastable) shapes.
+    """
+    return (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+
+
+def pixel_rays(K: np.ndarray, height: int, width: int, first_pixel: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(H, W, 3) ray directions with z = 1 for the pixel centres of an image, or of the window of
+    H rows and W columns whose top-left pixel is ``first_pixel`` (u, v)."""
+    u0, v0 = first_pixel
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64) + u0, np.arange(height, dtype=np.float64) + v0)
+    x, y = normalized_coordinates(K, u, v)
     return np.stack([x, y, np.ones_like(x)], axis=-1)
 
 
 def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(H, W, 3) camera-frame points of a depth image (zeros where there is no depth)."""
     return pixel_rays(K, *depth.shape) * depth[..., None]
+
+
+def backproject_pixels(K: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(N, 3) camera-frame points seen at pixels (u, v) (N,) at depths z (N,)."""
+    x, y = normalized_coordinates(K, u, v)
+    return np.stack([x * z, y * z, z], axis=1)
 
 
 def project(K: np.ndarray, points_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +115,3 @@ def fit_plane(points: np.ndarray, threshold: float, iterations: int = 400, seed:
     inliers = np.abs((points - centroid) @ normal) < threshold
     return Plane(normal=normal, offset=float(-normal @ centroid)), inliers
 
-
-def rigid_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares rigid transform T with T * source ~ target (Kabsch)."""
-    cs, ct = source.mean(axis=0), target.mean(axis=0)
-    H = (source - cs).T @ (target - ct)
-    U, _, Vt = np.linalg.svd(H)
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-    R = Vt.T @ D @ U.T
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = ct - R @ cs
-    return T

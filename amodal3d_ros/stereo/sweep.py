@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..geometry import invert
+from ..geometry import backproject_pixels, invert, project, transform_points
 
 
 @dataclass
@@ -289,37 +289,26 @@ def cross_check(depths: Sequence[Optional[np.ndarray]], Ks: Sequence[np.ndarray]
         if len(u) == 0:
             out[i] = depth
             continue
-        z = depth[v, u].astype(np.float64)
-        K = Ks[i]
-        pts = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=1)
+        pts = backproject_pixels(Ks[i], u, v, depth[v, u].astype(np.float64))
         votes = np.zeros(len(u), np.int32)
         for j, other in enumerate(depths):
             if j == i or other is None or not np.any(other > 0):
                 continue
             T = invert(poses[j]) @ poses[i]
-            q = pts @ T[:3, :3].T + T[:3, 3]
-            Kj = Ks[j]
-            zq = q[:, 2]
-            ok = zq > 1e-3
-            zs = np.where(ok, zq, 1.0)
-            uj = Kj[0, 0] * q[:, 0] / zs + Kj[0, 2]
-            vj = Kj[1, 1] * q[:, 1] / zs + Kj[1, 2]
+            uvj, zq = project(Ks[j], transform_points(T, pts))
             h, w = other.shape
-            ui, vi = np.rint(uj).astype(np.int64), np.rint(vj).astype(np.int64)
-            ok &= (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+            ui, vi = np.rint(uvj[:, 0]).astype(np.int64), np.rint(uvj[:, 1]).astype(np.int64)
+            ok = (zq > 1e-3) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
             zj = np.zeros(len(u))
             zj[ok] = other[vi[ok], ui[ok]]
             agree = ok & (zj > 0) & (np.abs(zj - zq) <= cfg.consistency * zq)
             if cfg.consistency_px > 0 and np.any(agree):
-                # Back from the other view: its point at that pixel must land near our pixel.
+                # Back from the other view: its point at that pixel must land near our pixel (in front of us).
                 a = np.nonzero(agree)[0]
-                pj = np.stack([(ui[a] - Kj[0, 2]) / Kj[0, 0] * zj[a], (vi[a] - Kj[1, 2]) / Kj[1, 1] * zj[a], zj[a]], 1)
-                Ti = invert(T)
-                r = pj @ Ti[:3, :3].T + Ti[:3, 3]
-                rz = np.maximum(r[:, 2], 1e-3)
-                du = K[0, 0] * r[:, 0] / rz + K[0, 2] - u[a]
-                dv = K[1, 1] * r[:, 1] / rz + K[1, 2] - v[a]
-                agree[a] &= np.hypot(du, dv) <= cfg.consistency_px
+                back = transform_points(invert(T), backproject_pixels(Ks[j], ui[a], vi[a], zj[a]))
+                uv, z_back = project(Ks[i], back)
+                near = np.hypot(uv[:, 0] - u[a], uv[:, 1] - v[a]) <= cfg.consistency_px
+                agree[a] &= near & (z_back > 1e-3)
             votes += agree
         keep = np.zeros_like(depth, dtype=bool)
         keep[v, u] = votes >= cfg.min_consistent

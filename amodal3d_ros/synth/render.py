@@ -15,7 +15,7 @@ import numpy as np
 import open3d as o3d
 import trimesh
 
-from amodal3d_ros.geometry import invert, project, transform_points
+from amodal3d_ros.geometry import invert, normalized_coordinates, project, transform_points
 
 RGB = tuple[float, float, float]
 
@@ -164,8 +164,7 @@ class MeshRenderer:
         # Pixel (u, v) looks through its centre at integer coordinates (as geometry.pixel_rays);
         # built in float32 straight from the rotation's columns, which is much faster than a matmul.
         R = T_world_camera[:3, :3].astype(np.float32)
-        x = ((np.arange(u0, u1) - K[0, 2]) / K[0, 0]).astype(np.float32)
-        y = ((np.arange(v0, v1) - K[1, 2]) / K[1, 1]).astype(np.float32)
+        x, y = (c.astype(np.float32) for c in normalized_coordinates(K, np.arange(u0, u1), np.arange(v0, v1)))
         rays = np.empty((v1 - v0, u1 - u0, 6), dtype=np.float32)
         rays[..., :3] = T_world_camera[:3, 3]
         rays[..., 3:] = x[None, :, None] * R[:, 0] + y[:, None, None] * R[:, 1] + R[:, 2]
