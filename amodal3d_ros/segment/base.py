@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from ..geometry import Plane, fit_plane, invert, project, transform_points
@@ -36,10 +36,18 @@ class SceneSegmentation:
         raise KeyError(object_id)
 
 
-class Segmenter(Protocol):
-    def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray],
-                targets: Sequence[Target]) -> SceneSegmentation:
-        """Find the support plane and the objects; ``poses`` are T_world_camera per frame."""
+class Segmenter:
+    """A segmentation backend of views with depth (``make_segmenter`` builds the configured one)."""
+
+    # Optional: region proposals of one view, ``region_masks(frame) -> list of (H, W) bool masks``, which
+    # the RGB-only silhouette segmenter (``segment.rgb``) uses instead of its colour regions. None: none.
+    region_masks: Optional[Callable[[Frame], list[np.ndarray]]] = None
+
+    def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray], targets: Sequence[Target] = (),
+                up_hint: Optional[np.ndarray] = None) -> SceneSegmentation:
+        """Find the support plane and the objects; ``poses`` are T_world_camera per frame. ``up_hint``:
+        a rough up direction where the poses were estimated (None: the world's z is up)."""
+        raise NotImplementedError
 
 
 class TargetNotFoundError(ValueError):
@@ -53,14 +61,15 @@ def find_support_plane(points: np.ndarray, up_hint: np.ndarray, camera_centres: 
 
     Scenes show a table top and often the floor below it; objects stand on the higher one. A box
     top or a lid also faces up and sits higher, and its plane may gather enough scattered coplanar
-    points elsewhere to count as large: with ``view_points`` (per view (H, W, 3) world points, NaN
-    where there is no depth) a plane's size is the largest connected patch of its inliers in the
-    images instead, which a box top never reaches against a table. The returned normal points
-    towards the cameras.
+    points elsewhere to count as large. With ``view_points`` (per view (H, W, 3) world points, NaN
+    where there is no depth) a plane must also be large as the largest connected patch of its
+    inliers in the images, which a box top never is beside a table; a horizontal slice through a
+    wall is one long strip in the images but holds few points. The returned normal points towards
+    the cameras.
     """
     up_hint = up_hint / np.linalg.norm(up_hint)
     remaining = points
-    candidates: list[tuple[Plane, float]] = []
+    candidates: list[tuple[Plane, int, int]] = []
     min_cos = np.cos(np.deg2rad(max_tilt_deg))
     for attempt in range(4):
         if len(remaining) < 100:
@@ -72,13 +81,13 @@ def find_support_plane(points: np.ndarray, up_hint: np.ndarray, camera_centres: 
         if np.mean(plane.height(camera_centres)) < 0:  # orient towards the cameras
             plane = Plane(-plane.normal, -plane.offset)
         if plane.normal @ up_hint >= min_cos:
-            size = sum(_largest_patch(plane, w, threshold) for w in view_points) if len(view_points) else count
-            candidates.append((plane, float(size)))
+            patch = sum(_largest_patch(plane, w, threshold) for w in view_points) if len(view_points) else count
+            candidates.append((plane, count, patch))
         remaining = remaining[~inliers]
     if not candidates:
         raise ValueError("no support plane found: the views show no large surface facing up")
-    largest = max(c for _, c in candidates)
-    eligible = [p for p, c in candidates if c >= 0.2 * largest]
+    most_points, largest_patch = max(c for _, c, _ in candidates), max(a for _, _, a in candidates)
+    eligible = [p for p, c, a in candidates if c >= 0.2 * most_points and a >= 0.2 * largest_patch]
     # The highest plane is the one nearest to the cameras along its normal.
     return min(eligible, key=lambda p: float(np.mean(p.height(camera_centres))))
 

@@ -16,11 +16,11 @@ from scipy.ndimage import binary_fill_holes
 from ..config import SegmentConfig
 from ..geometry import backproject, transform_points
 from ..scene import Frame, Target
-from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, TargetNotFoundError,
+from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, Segmenter, TargetNotFoundError,
                    associate_segments, nearest_label, subsample, support_from_depth)
 
 
-class DepthSegmenter:
+class DepthSegmenter(Segmenter):
     def __init__(self, config: SegmentConfig | None = None):
         self.config = config or SegmentConfig()
 
