@@ -1,7 +1,7 @@
 """segment-anything backend: prompted instance masks for the targets, their occluders and the support.
 
-- Targets: the target pixel (and a box, where a target has one) prompts ``SamPredictor`` in the
-  target's view; of the multimask outputs the best-scoring one is kept.
+- Targets: the target pixel prompts ``SamPredictor`` in the target's view; of the multimask outputs
+  the best-scoring one is kept.
 - Other views: with depth, the target's masked 3D points are projected into every other view;
   the projections that view actually sees (its depth agrees) prompt SAM there (points + their box).
 - RGB-only views: SAM's automatic masks (``region_masks``) replace the colour regions of the
@@ -11,12 +11,9 @@
   of different views are grouped with ``associate_segments`` (depth) as in the depth segmenter.
 - Support: with depth the same plane fit as the depth segmenter (``support_from_depth``); without
   depth the largest mask prompted along the image bottom.
-- Occlusion masks (as Amodal3R defines them): per target and view, the pixels of occluders that
-  overlap or touch the target's plausible extent (its visible mask's convex hull, dilated).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,17 +23,10 @@ import numpy as np
 from ..config import SegmentConfig
 from ..geometry import backproject, invert, project, transform_points
 from ..scene import Frame, Target
-from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, TargetNotFoundError, associate_segments,
-                   subsample, support_from_depth)
+from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, Segmenter, TargetNotFoundError,
+                   associate_segments, subsample, support_from_depth)
 
 _EMBED_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
-
-
-@dataclass
-class SamSceneSegmentation(SceneSegmentation):
-    """A SceneSegmentation plus, per target id, its occlusion mask per frame."""
-
-    occlusion_masks: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
 
 def load_sam(checkpoint: str, model_type: str, device: str = "cpu"):
@@ -73,7 +63,7 @@ def load_sam(checkpoint: str, model_type: str, device: str = "cpu"):
     return model.to(device).eval()
 
 
-class SamSegmenter:
+class SamSegmenter(Segmenter):
     def __init__(self, config: SegmentConfig, device: str = "cpu", ring_points: int = 12,
                  max_mask_fraction: float = 0.25):
         from segment_anything import SamPredictor
@@ -110,7 +100,7 @@ class SamSegmenter:
 
     # ------------------------------------------------------------------ public
     def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray], targets: Sequence[Target] = (),
-                up_hint: Optional[np.ndarray] = None) -> SamSceneSegmentation:
+                up_hint: Optional[np.ndarray] = None) -> SceneSegmentation:
         cfg = self.config
         n = len(frames)
         warnings: list[str] = []
@@ -132,8 +122,7 @@ class SamSegmenter:
         for i in range(n):
             prompts: list[tuple[np.ndarray, Optional[np.ndarray], Optional[str]]] = []
             for t in by_frame.get(i, []):
-                box = getattr(t, "box", None)
-                prompts.append((np.array([t.pixel], float), None if box is None else np.asarray(box), t.id))
+                prompts.append((np.array([t.pixel], float), None, t.id))
             # Targets seen in other views: prompt with their projected, visible 3D points.
             for t in targets:
                 if t.frame == i or world[i] is None or t.id not in target_masks:
@@ -205,9 +194,7 @@ class SamSegmenter:
         for t in targets:
             if t.id not in target_masks:
                 raise TargetNotFoundError(f"target '{t.id}': SAM gives no mask in frame {t.frame}")
-        occlusion = {obj.id: self._occlusion(obj, objects.index(obj), labels) for obj in objects if obj.is_target}
-        return SamSceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=warnings,
-                                    occlusion_masks=occlusion)
+        return SceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=warnings)
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -283,20 +270,6 @@ class SamSegmenter:
         out = []
         for k, (_, _, tid) in enumerate(segs):
             out.append(by_id[tid] if tid is not None else groups[k])
-        return out
-
-    @staticmethod
-    def _occlusion(obj: SegmentedObject, k: int, labels: list[np.ndarray]) -> dict[int, np.ndarray]:
-        out = {}
-        for i, mask in obj.masks.items():
-            if not mask.any():
-                continue
-            hull = cv2.convexHull(np.argwhere(mask)[:, ::-1].astype(np.int32))
-            extent = np.zeros(mask.shape, np.uint8)
-            cv2.fillConvexPoly(extent, hull, 1)
-            r = max(3, int(0.25 * np.sqrt(mask.sum())))
-            extent = cv2.dilate(extent, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
-            out[i] = extent & (labels[i] > 0) & (labels[i] != k + 1)
         return out
 
 
