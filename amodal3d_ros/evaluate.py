@@ -21,7 +21,7 @@ import trimesh
 from tqdm import tqdm
 
 from .cli import add_pipeline_arguments, pipeline_config
-from .complete import make_completer
+from .complete import Completer, make_completer
 from .geometry import transform_points
 from .metrics import ShapeScores, occupancy, score_object, score_points, visible_surface_mask
 from .scene import Scene, drop_depth, read_ground_truth, read_scene
@@ -65,7 +65,7 @@ def hidden_mask_fn(folder: Path, scene: Scene):
     return lambda pts: ~visible_surface_mask(pts, meshes, Ks, poses, sizes)
 
 
-class TrueShape:
+class TrueShape(Completer):
     """The true shape put through the same evidence grid, constraints and meshing as a completer.
 
     Not a method: it is what a perfect completion would score with this segmentation and

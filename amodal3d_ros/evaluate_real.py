@@ -128,7 +128,7 @@ def support_gap_mm(vertices: np.ndarray) -> float:
 def plausibility(vertices: np.ndarray, faces: np.ndarray) -> dict:
     """Connected components, watertightness and extents (mm: length and width along the mesh's
     main horizontal axes, height along z) of a mesh."""
-    from .pipeline import object_box
+    from .analysis import object_box
 
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # merged vertices: components are real ones
     _, _, size = object_box(np.asarray(mesh.vertices), np.eye(4))  # world z = 0 is the support

@@ -2,9 +2,10 @@
 
     frames -> poses (given or estimated) -> segment (support, objects, targets) -> fuse (evidence
     grid per object) -> complete (occupancy) -> constrain (observations win) -> mesh -> analyse
-    (visible fraction, occluders, pose, box, confidence)
+    (visible fraction, occluders, pose, box, confidence: analysis.py)
 
-The CLI, the ROS node and the tests all call ``Reconstructor.reconstruct``.
+The CLI, the ROS node and the tests all call ``Reconstructor.reconstruct``. Each stage lives in its
+own module; this one only runs them in order.
 """
 from __future__ import annotations
 
@@ -15,18 +16,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .complete import constrain, constraint_grid, make_completer
+from .analysis import analyse_visibility, object_box, surface_confidence
+from .complete import Completer, constrain, constraint_grid, make_completer
 from .complete.symmetry import RevolutionAxis, symmetrize
 from .config import PipelineConfig
 from .fuse import EvidenceGrid, fuse_object
-from .geometry import invert, project, transform_points
+from .geometry import transform_points
 from .mesh import mesh_from_occupancy, sample_surface, shrink_unobserved
 from .poses import resolve_poses
 from .result import ReconstructedObject, Reconstruction
 from .scene import Frame, Scene, Target
-from .segment import make_segmenter
+from .segment import make_rgb_only_segmenter, make_segmenter
 from .sensor import drop_mixed_pixels
-from .segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
+from .segment.base import SceneSegmentation, SegmentedObject
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Reconstructor:
         import open3d  # noqa: F401  (a slow first import: pay it here, not in the first reconstruction)
 
         self.segmenter = make_segmenter(self.config.segment, self.device)
+        self.rgb_only_segmenter = make_rgb_only_segmenter(self.config.segment, self.segmenter)
         self.completer = make_completer(self.config.complete, self.device)
         rgb_only_method = self.config.complete.rgb_only_method or self.config.complete.method
         self.rgb_only_completer = self.completer if rgb_only_method == self.config.complete.method else \
@@ -74,6 +77,7 @@ class Reconstructor:
 
     def close(self) -> None:
         self.segmenter = None
+        self.rgb_only_segmenter = None
         self.completer = None
         self.rgb_only_completer = None
         if self.device.startswith("cuda"):
@@ -139,17 +143,14 @@ class Reconstructor:
         Returns the frames with depth made from the support plane and the objects' visual hulls
         (see :mod:`.segment.rgb`), so fusion and completion run as for RGB-D input.
         """
-        from .segment.rgb import SilhouetteSegmenter
         from .stereo import complete_depth
 
         frames, stereo_warnings = complete_depth(frames, poses)
         warnings += stereo_warnings
-        proposer = getattr(self.segmenter, "region_masks", None)  # segment-anything: its automatic masks
-        segmenter = SilhouetteSegmenter(self.config.segment, region_masks=proposer)
-        segmentation, frames = segmenter.segment(frames, poses, targets)
+        segmentation, frames = self.rgb_only_segmenter.segment(frames, poses, targets)
         return frames, segmentation
 
-    def complete(self, prepared: "PreparedScene", completer=None) -> Reconstruction:
+    def complete(self, prepared: "PreparedScene", completer: Optional[Completer] = None) -> Reconstruction:
         """Completion, meshing and analysis of every prepared object (optionally another completer)."""
         completer = completer or (self.rgb_only_completer if prepared.rgb_only else self.completer)
         start = time.perf_counter()
@@ -170,7 +171,7 @@ class Reconstructor:
                               labels=prepared.segmentation.labels, warnings=warnings)
 
     # ------------------------------------------------------------------ one object
-    def complete_evidence(self, evidence: EvidenceGrid, completer=None,
+    def complete_evidence(self, evidence: EvidenceGrid, completer: Optional[Completer] = None,
                           rgb_only: bool = False) -> tuple[np.ndarray, Optional[RevolutionAxis]]:
         """Constrained occupancy (R, R, R) of one evidence grid, and the vertical axis it was pooled
         about (None: not pooled, see complete/symmetry.py)."""
@@ -179,16 +180,17 @@ class Reconstructor:
         axis = None
         # Depth views only: a visual hull's surface is not a measured one to find an axis in. An exact
         # occupancy (the benchmark's true shape) has nothing to gain from pooling.
-        if self.config.complete.symmetry and not rgb_only and not getattr(completer, "exact", False):
+        if self.config.complete.symmetry and not rgb_only and not completer.exact:
             probability, axis = symmetrize(probability, evidence)
             if axis is not None:
                 log.debug("%s completion pooled about a vertical axis at (%.3f, %.3f) m in its grid (residual "
                           "%.2f voxel over %.0f deg)", completer.name, *axis.centre, axis.residual_voxels, axis.span_deg)
         return constrain(probability, evidence), axis
 
-    def mesh_evidence(self, evidence: EvidenceGrid, completer=None,
+    def mesh_evidence(self, evidence: EvidenceGrid, completer: Optional[Completer] = None,
                       rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[RevolutionAxis]]:
         """Evidence in, completed world-frame mesh (vertices, faces) and the symmetry axis used out."""
+        completer = completer or self.completer
         occupancy, axis = self.complete_evidence(evidence, completer, rgb_only)
         sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
         # Meshed in the grid frame, where the support is the plane z = 0, then moved to the world once.
@@ -201,14 +203,15 @@ class Reconstructor:
         # but not the measured surface, which constrain placed from the signed distances to within half
         # a cell of the grid it used. A wider zone also kept predicted surfaces near measured ones fat,
         # e.g. the hidden side of a mug's wall or a banana's back (docs/BENCHMARKS.md).
-        offset = getattr(completer, "surface_offset", lambda ev: 0.0)(evidence)
+        offset = completer.surface_offset(evidence)
         if offset > 0:
             measured_within = 0.5 * constraint_grid(evidence, occupancy.shape[0]).voxel
             vertices = shrink_unobserved(vertices, faces, offset, evidence.visible_points,
                                          blend=measured_within, floor=0.0)
         return transform_points(evidence.T_world_grid, vertices), faces, axis
 
-    def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject, completer) -> ReconstructedObject:
+    def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject,
+                            completer: Completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
         evidence = prepared.evidence[obj.id]
         vertices, faces, axis = self.mesh_evidence(evidence, completer, rgb_only=prepared.rgb_only)
@@ -227,103 +230,3 @@ class Reconstructor:
             visible_masks=visible, occlusion_masks=occluded,
             symmetry_axis=None if axis is None else axis.in_frame(evidence.T_world_grid))
 
-
-def object_box(vertices: np.ndarray, T_world_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Object frame (base centre on the support, z up, x along the main axis) and its bounding box."""
-    local = transform_points(invert(T_world_grid), vertices)
-    xy = local[:, :2] - local[:, :2].mean(axis=0)
-    _, _, vt = np.linalg.svd(xy, full_matrices=False)
-    R2 = vt if np.linalg.det(vt) > 0 else vt * np.array([[1.0], [-1.0]])
-    rotated = xy @ R2.T
-    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
-    centre_xy = local[:, :2].mean(axis=0) + ((lo + hi) / 2) @ R2
-    T_grid_object = np.eye(4)
-    T_grid_object[:2, :2] = R2.T
-    T_grid_object[:2, 3] = centre_xy
-    T_grid_object[2, 3] = max(0.0, float(local[:, 2].min()))
-    T_world_object = T_world_grid @ T_grid_object
-    in_object = transform_points(invert(T_world_object), vertices)
-    lo3, hi3 = in_object.min(axis=0), in_object.max(axis=0)
-    return T_world_object, (lo3 + hi3) / 2, hi3 - lo3
-
-
-def render_depth(vertices: np.ndarray, faces: np.ndarray, frame: Frame, T_world_camera: np.ndarray) -> np.ndarray:
-    """(H, W) depth of a mesh seen from a view (inf where it is not), rays cast only over its box."""
-    import open3d as o3d
-
-    cam_vertices = transform_points(invert(T_world_camera), vertices)
-    depth = np.full((frame.height, frame.width), np.inf, np.float32)
-    uv, z = project(frame.K, cam_vertices)
-    front = z > 1e-3
-    if not front.any():
-        return depth
-    u0, v0 = np.floor(uv[front].min(axis=0)).astype(int)
-    u1, v1 = np.ceil(uv[front].max(axis=0)).astype(int)
-    u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, frame.width - 1), min(v1, frame.height - 1)
-    if u1 < u0 or v1 < v0:
-        return depth
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(cam_vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
-    uu, vv = np.meshgrid(np.arange(u0, u1 + 1), np.arange(v0, v1 + 1))
-    dirs = np.stack([(uu - frame.K[0, 2]) / frame.K[0, 0], (vv - frame.K[1, 2]) / frame.K[1, 1],
-                     np.ones_like(uu, dtype=np.float64)], axis=-1)
-    rays = np.concatenate([np.zeros_like(dirs), dirs], axis=-1).astype(np.float32)
-    t_hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()  # along dirs with z = 1: depth
-    depth[v0:v1 + 1, u0:u1 + 1] = t_hit
-    return depth
-
-
-def analyse_visibility(frames, poses, segmentation: SceneSegmentation, obj: SegmentedObject,
-                       vertices: np.ndarray, faces: np.ndarray, min_pixels: int = 15):
-    """Visible and occluded masks per view, the visible fraction and the occluders' names.
-
-    The completed mesh is rendered into each view: where it would be seen but the view shows
-    something else, that something (another object, the support, missing depth, the image
-    border) hides it.
-    """
-    visible, occluded = {}, {}
-    best_fraction, occluders = 0.0, {}
-    for i, (frame, T) in enumerate(zip(frames, poses)):
-        depth = render_depth(vertices, faces, frame, T)
-        silhouette = np.isfinite(depth)
-        mask = obj.masks.get(i, np.zeros_like(silhouette))
-        hidden = silhouette & ~mask
-        visible[i], occluded[i] = mask, hidden
-        if mask.any():
-            best_fraction = max(best_fraction, float(mask.sum()) / max(1, int((silhouette | mask).sum())))
-        labels = segmentation.labels[i][hidden]
-        for label in np.unique(labels):
-            count = int(np.count_nonzero(labels == label))
-            if count < min_pixels:
-                continue
-            if label > 0 and segmentation.objects[label - 1].masks.get(i) is not obj.masks.get(i):
-                name = segmentation.objects[label - 1].id  # another object (not the one a copy shares)
-            elif label == SUPPORT_LABEL:
-                name = "support"
-            elif frame.depth is not None:
-                no_depth = frame.depth[hidden] == 0
-                name = "no_depth" if np.count_nonzero(no_depth & (labels == label)) >= min_pixels else None
-            else:
-                name = None
-            if name:
-                occluders[name] = occluders.get(name, 0) + count
-        cam = transform_points(invert(T), vertices)
-        uv, z = project(frame.K, cam)
-        outside = (uv[:, 0] < 0) | (uv[:, 0] >= frame.width) | (uv[:, 1] < 0) | (uv[:, 1] >= frame.height)
-        if np.any(outside & (z > 0)) and mask.any():
-            occluders["border"] = occluders.get("border", 0) + int(np.count_nonzero(outside))
-    names = sorted(occluders, key=lambda n: -occluders[n])
-    return visible, occluded, best_fraction, names
-
-
-def surface_confidence(cloud: np.ndarray, observed: np.ndarray, voxel: float, completer_certainty: float) -> float:
-    """Share of the completed surface backed by observations, the rest trusted as the completer says."""
-    if len(cloud) == 0:
-        return 0.0
-    if len(observed) == 0:
-        return completer_certainty
-    from scipy.spatial import cKDTree
-
-    dist, _ = cKDTree(observed).query(cloud, distance_upper_bound=2 * voxel)
-    backed = float(np.mean(np.isfinite(dist)))
-    return backed + (1.0 - backed) * completer_certainty

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from ..config import CompleteConfig
-from .base import Completer, constrain, constraint_grid, observed_occupancy, resample
+from .base import Completer, resample
 from .classical import CLASSICAL
+from .constraints import constrain, constraint_grid, observed_occupancy
 
 __all__ = ["Completer", "constrain", "constraint_grid", "make_completer", "observed_occupancy", "resample", "METHODS"]
 

@@ -1,13 +1,9 @@
-"""The completion interface and the hard evidence constraints every completer obeys.
+"""The completion interface every completer derives from, and the resampling they share.
 
 A completer turns an object's evidence grid into occupancy probabilities on a grid of the same
-bounds at any resolution. ``constrain`` then enforces what was observed: the measured surface
-keeps its sub-voxel position (from the signed distances), and seen-through space, the space under
-the support and other objects stay empty, whatever the completer predicted.
+bounds at any resolution; ``constraints.constrain`` then enforces what was observed.
 """
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,19 +12,26 @@ import torch.nn.functional as F
 from ..fuse import EvidenceGrid
 
 
-class Completer(Protocol):
-    name: str
+class Completer:
+    """A completion method. Besides ``occupancy``, the behaviours below have defaults to override."""
+
+    name: str = ""
+    # An occupancy that is the truth, not an estimate (the benchmark's true shape): the pipeline does
+    # not pool it about a symmetry axis (see complete/symmetry.py).
+    exact: bool = False
 
     def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:
         """(R, R, R) occupancy probabilities over the evidence grid's bounds."""
+        raise NotImplementedError
 
     def certainty(self) -> float:
         """0..1: how far to trust the predicted hidden parts (used in per-object confidence)."""
+        return 0.0
 
-    # Optional: ``surface_offset(evidence) -> float``, metres by which the completer's predicted
-    # surfaces lie outside the true ones; meshing moves them back (see mesh.shrink_unobserved).
-    # Optional: ``exact = True``, an occupancy that is the truth, not an estimate: the pipeline does
-    # not pool it about a symmetry axis (see complete/symmetry.py).
+    def surface_offset(self, evidence: EvidenceGrid) -> float:
+        """Metres by which the predicted surfaces lie outside the true ones; meshing moves them back
+        (see mesh.shrink_unobserved)."""
+        return 0.0
 
 
 def resample(volume: np.ndarray, resolution: int, mode: str = "trilinear") -> np.ndarray:
@@ -38,34 +41,3 @@ def resample(volume: np.ndarray, resolution: int, mode: str = "trilinear") -> np
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
     kwargs = {"align_corners": False} if mode == "trilinear" else {}
     return F.interpolate(t, size=(resolution,) * 3, mode=mode, **kwargs)[0, 0].numpy()
-
-
-def observed_occupancy(evidence: EvidenceGrid, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Occupancy implied by the measured surface (0.5 on it) and where that is defined, at R."""
-    p = np.clip(0.5 - 0.5 * evidence.sdf, 0.0, 1.0)
-    defined = (evidence.observed > 0).astype(np.float32)
-    # Interpolate p only from observed cells so unobserved neighbours do not blur the surface.
-    p_r = resample(p * defined, resolution)
-    w_r = resample(defined, resolution)
-    ok = w_r > 0.25
-    return np.where(ok, p_r / np.maximum(w_r, 1e-6), 0.0), ok
-
-
-def constraint_grid(evidence: EvidenceGrid, resolution: int) -> EvidenceGrid:
-    """The grid whose observations constrain an (R, R, R) occupancy: the one fused at R where the
-    evidence has it (``EvidenceGrid.fine``), else the evidence grid itself (resampled to R)."""
-    if evidence.fine is not None and evidence.fine.shape[0] == resolution:
-        return evidence.fine
-    return evidence
-
-
-def constrain(probability: np.ndarray, evidence: EvidenceGrid) -> np.ndarray:
-    """Apply the observations (of ``constraint_grid``) to a predicted (R, R, R) occupancy."""
-    r = probability.shape[0]
-    evidence = constraint_grid(evidence, r)
-    p_obs, observed = observed_occupancy(evidence, r)
-    out = np.where(observed, p_obs, probability)
-    empty = resample(evidence.empty.astype(np.float32), r, mode="nearest") > 0.5
-    surface = resample(evidence.surface.astype(np.float32), r, mode="nearest") > 0.5
-    out = np.where(empty & ~observed, 0.0, out)
-    return np.clip(np.where(surface & ~observed, np.maximum(out, 0.75), out), 0.0, 1.0).astype(np.float32)

@@ -5,7 +5,7 @@
   extruded from the plane to the highest observed point;
 - ``hull``: the 3D convex hull of the visible points and their shadows on the plane, which keeps
   tapering shapes (bowls, bottles) tighter than an extrusion.
-Both fill hidden space the evidence allows; ``constrain`` carves what was seen through.
+Both fill hidden space the evidence allows; ``constraints.constrain`` carves what was seen through.
 """
 from __future__ import annotations
 
@@ -14,17 +14,14 @@ import numpy as np
 import scipy.spatial
 
 from ..fuse import EvidenceGrid
-from .base import resample
+from .base import Completer, resample
 
 
-class VisibleOnly:
-    name = "visible"
+class VisibleOnly(Completer):
+    name = "visible"  # predicts nothing: its certainty stays the default, 0
 
     def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:
         return np.zeros((resolution,) * 3, np.float32)
-
-    def certainty(self) -> float:
-        return 0.0
 
 
 def footprint_mask(points_xy: np.ndarray, origin_xy: np.ndarray, step: float, resolution: int) -> np.ndarray:
@@ -38,7 +35,7 @@ def footprint_mask(points_xy: np.ndarray, origin_xy: np.ndarray, step: float, re
     return mask.T.astype(bool)
 
 
-class Extrusion:
+class Extrusion(Completer):
     name = "extrusion"
 
     def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:
@@ -54,7 +51,7 @@ class Extrusion:
         return 0.4
 
 
-class ConvexHull:
+class ConvexHull(Completer):
     name = "hull"
 
     def occupancy(self, evidence: EvidenceGrid, resolution: int) -> np.ndarray:

@@ -18,7 +18,8 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from ..fuse import EvidenceGrid
-from .base import constraint_grid, resample
+from .base import resample
+from .constraints import constraint_grid
 
 HEIGHT_BANDS = 8  # radii are fitted per band: spheres and tapered cups are surfaces of revolution too
 MAX_FIT_POINTS = 3000  # the fit is as good on a subsample; four views can measure 50000 points
@@ -39,7 +40,6 @@ class RevolutionAxis:
 
     centre: np.ndarray  # (2,) x, y of the axis, metres
     radii: np.ndarray  # (HEIGHT_BANDS,) fitted radius of each height band, metres
-    band_edges: np.ndarray  # (HEIGHT_BANDS + 1,) heights of the bands, metres
     residual_m: float  # median distance of the side points from their band's circle, metres
     residual_voxels: float  # the same in evidence voxels
     span_deg: float  # angle about the axis that the side points cover
@@ -94,7 +94,7 @@ def fit_vertical_axis(points: np.ndarray, voxel: float, seed: int = 0) -> Option
     angles = np.sort(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
     largest_gap = np.diff(np.r_[angles, angles[0] + 2 * np.pi]).max()
     residual = float(np.median(np.abs(residuals(solution.x))))
-    return RevolutionAxis(centre=centre, radii=np.abs(solution.x[2:]), band_edges=edges, residual_m=residual,
+    return RevolutionAxis(centre=centre, radii=np.abs(solution.x[2:]), residual_m=residual,
                           residual_voxels=residual / voxel, span_deg=float(np.degrees(2 * np.pi - largest_gap)))
 
 

@@ -24,7 +24,8 @@ from ..geometry import Plane, invert, project, transform_points
 from ..scene import Frame
 from ..segment.base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
 
-# Channels handed to completers, in this order.
+# Channels handed to completers, in this order: outside fusion they are found by name
+# (``CHANNELS.index("unknown")``), never by number.
 CHANNELS = ("sdf", "observed", "free", "unknown", "other", "below")
 
 
@@ -40,7 +41,6 @@ class EvidenceGrid:
     below: np.ndarray  # (N, N, N) bool, under the support plane
     visible_points: np.ndarray  # (Q, 3) observed points of the object, grid frame
     views_used: int
-    truncation: float  # metres
     # The same votes on a grid ``FuseConfig.constraint_factor`` times finer over the same bounds:
     # what ``complete.constrain`` enforces when meshing at that resolution (None: resample this one).
     fine: Optional["EvidenceGrid"] = None
@@ -65,8 +65,9 @@ class EvidenceGrid:
 
     def channels(self) -> np.ndarray:
         """(C, N, N, N) float32 network input, channels as in ``CHANNELS``."""
-        return np.stack([self.sdf, np.minimum(self.observed, 3.0) / 3.0, self.free, self.unknown,
-                         self.other, self.below]).astype(np.float32)
+        by_name = {"sdf": self.sdf, "observed": np.minimum(self.observed, 3.0) / 3.0, "free": self.free,
+                   "unknown": self.unknown, "other": self.other, "below": self.below}
+        return np.stack([by_name[name] for name in CHANNELS]).astype(np.float32)
 
     def centres(self, resolution: int | None = None) -> np.ndarray:
         """(R, R, R, 3) grid-frame centres of a grid of the same bounds at ``resolution``."""
@@ -82,7 +83,7 @@ class EvidenceGrid:
         return self.voxel * self.shape[0]
 
 
-def grid_frame(plane: Plane, points: np.ndarray, camera_centres: np.ndarray) -> np.ndarray:
+def grid_frame(plane: Plane, points: np.ndarray) -> np.ndarray:
     """Support frame of an object: x along the main horizontal axis of its visible points."""
     flat = plane.project(points)
     centre = flat.mean(axis=0)
@@ -125,7 +126,7 @@ def fuse_object(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmentati
     centres_w = np.array([T[:3, 3] for T in poses])
     if len(obj.points) == 0:
         raise ValueError(f"object '{obj.id}' has no observed 3D points to place its grid")
-    T_world_grid = grid_frame(plane, obj.points, centres_w)
+    T_world_grid = grid_frame(plane, obj.points)
     T_grid_world = invert(T_world_grid)
     visible = transform_points(T_grid_world, obj.points)
     view_dirs = np.mean([T_grid_world[:3, :3] @ (obj.points.mean(0) - c) for c in centres_w], axis=0)
@@ -189,4 +190,4 @@ def _fuse_on_grid(frames: Sequence[Frame], poses: Sequence[np.ndarray], segmenta
     return EvidenceGrid(T_world_grid=T_world_grid, origin=origin, voxel=voxel,
                         sdf=sdf.reshape(shape).astype(np.float32), observed=weight.reshape(shape).astype(np.float32),
                         free=free.reshape(shape), other=other.reshape(shape), below=below.reshape(shape),
-                        visible_points=visible, views_used=views_used, truncation=trunc)
+                        visible_points=visible, views_used=views_used)

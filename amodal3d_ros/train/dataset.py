@@ -8,7 +8,6 @@ Samples are written in shards (compressed npz) so generation can resume and run 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -113,11 +112,6 @@ class ShardDataset(torch.utils.data.Dataset):
         """A whole batch by one fancy index per array: what per-item collation would stack, without
         the per-sample Python work that starves a GPU."""
         return {k: torch.from_numpy(np.ascontiguousarray(v[np.asarray(indices)])) for k, v in self.arrays.items()}
-
-
-def dataset_info(folder: Path) -> dict:
-    info = Path(folder) / "dataset.json"
-    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def iterate_scene_seeds(base_seed: int, start: int, stop: int) -> Iterator[int]:

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..complete.learned import DEFAULT_WEIGHTS, load_grown, load_weights, save_weights
+from ..complete.learned import DEFAULT_WEIGHTS, load_weights, save_weights
 from ..complete.learned.model import CompletionNet
 from ..config import ConfigError, FuseConfig, changed_settings
+from ..fuse import CHANNELS
 from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ class DataConfig:
     procedural_share: Optional[float] = None  # see synth.SynthConfig; None: all sources equally likely
     scenes_per_shard: int = 25
     workers: int = 2
-    include: tuple[str, ...] = ()  # more shard folders to train on (made by other configs, e.g. stage 1)
 
 
 @dataclass
@@ -49,7 +49,6 @@ class ModelConfig:
     width: int = 16
     decoder_hidden: int = 64
     fourier_bands: int = 4
-    prior: bool = False  # the column prior (classical extrusion) as an extra input channel
 
 
 @dataclass
@@ -74,7 +73,6 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fuse: FuseConfig = field(default_factory=FuseConfig)
     export: str = ""  # copy the final weights here (e.g. the package's shipped weights)
-    init: str = ""  # start from these weights (fine-tuning; fresh optimiser and schedule), unless resuming
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TrainConfig":
@@ -117,7 +115,8 @@ def _generate_shard(args) -> int:
     return len(samples)
 
 
-# Keys that do not change what a shard holds: more scenes only add shards.
+# Keys that do not change what a shard holds: more scenes only add shards. ("include", extra shard
+# folders to train on, is a key of older records.)
 _RECIPE_FREE_KEYS = {"folder", "scenes", "workers", "include"}
 
 
@@ -186,9 +185,10 @@ def loss_fn(model, batch, hidden_weight: float):
     points = batch["points"].float()
     logits = model(evidence, batch["voxel"].float(), points)
     target = batch["inside"].float()
-    # Evidence channel 3 is "unknown": the hidden space the model exists for weighs more.
+    # Query points in unknown space, the hidden space the model exists for, weigh more.
     g = points.flip(-1)[:, :, None, None, :]
-    unknown = F.grid_sample(evidence[:, 3:4], g, mode="nearest", align_corners=False)[:, 0, :, 0, 0]
+    channel = CHANNELS.index("unknown")
+    unknown = F.grid_sample(evidence[:, channel:channel + 1], g, mode="nearest", align_corners=False)[:, 0, :, 0, 0]
     weight = 1.0 + hidden_weight * unknown
     loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
     with torch.no_grad():
@@ -226,7 +226,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
 
-    dataset = ShardDataset([Path(config.data.folder)] + [Path(f) for f in config.data.include])
+    dataset = ShardDataset(Path(config.data.folder))
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, seed=opt.seed) \
         if distributed else torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(opt.seed))
     batches = torch.utils.data.BatchSampler(sampler, opt.batch_size, drop_last=True)
@@ -236,11 +236,6 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     step = 0
     checkpoint = out / "checkpoint.pt"
-    if config.init and not (resume and checkpoint.is_file()):
-        init_model, _ = load_weights(Path(config.init))
-        load_grown(model, init_model.state_dict())
-        if rank == 0:
-            log.info("starting from the weights %s", config.init)
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ...fuse import EvidenceGrid
-from .model import EVIDENCE_CHANNELS, CompletionNet, cell_centres
+from ..base import Completer
+from .model import CompletionNet, cell_centres
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "completion.safetensors"
@@ -30,22 +31,6 @@ def save_weights(model: CompletionNet, path: Path, metadata: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps({**metadata, "model_config": model.config}, indent=1))
 
 
-def load_grown(model: CompletionNet, state: dict) -> None:
-    """Load weights of a model without the column-prior input into one with it: the new input
-    channel starts at zero weight, so the grown model starts out computing what the old one did."""
-    key = "enc1.0.weight"
-    old, new = state[key], model.state_dict()[key]
-    if old.shape != new.shape:
-        if not (model.prior and old.shape[1] + 1 == new.shape[1] and old.shape[0] == new.shape[0]):
-            raise WeightsError(f"cannot grow {key} of shape {tuple(old.shape)} into {tuple(new.shape)}")
-        grown = torch.zeros_like(new)
-        prior_index = EVIDENCE_CHANNELS  # the prior channel follows the evidence channels
-        grown[:, :prior_index] = old[:, :prior_index]
-        grown[:, prior_index + 1:] = old[:, prior_index:]
-        state = {**state, key: grown}
-    model.load_state_dict(state)
-
-
 def load_weights(path: Optional[Path] = None, device: str = "cpu") -> tuple[CompletionNet, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -57,6 +42,9 @@ def load_weights(path: Optional[Path] = None, device: str = "cpu") -> tuple[Comp
     try:
         with safe_open(str(path), framework="pt") as f:
             config = json.loads((f.metadata() or {}).get("model_config", "{}"))
+        # Weights made before the column-prior experiment was dropped record it as switched off.
+        if config.pop("prior", False):
+            raise ValueError("the model takes the column-prior input, which this version no longer has")
         state = load_file(str(path), device="cpu")
         model = CompletionNet(**config)
         model.load_state_dict(state)
@@ -76,7 +64,7 @@ def grid_points(resolution: int) -> torch.Tensor:
     return cell_centres(resolution).reshape(-1, 3)
 
 
-class LearnedCompleter:
+class LearnedCompleter(Completer):
     name = "learned"
 
     def __init__(self, weights: Optional[str | Path] = None, device: str = "cpu", chunk: int = 65536,

@@ -16,20 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-EVIDENCE_CHANNELS = 6  # fuse.CHANNELS
+from ...fuse import CHANNELS
+
+EVIDENCE_CHANNELS = len(CHANNELS)
 EXTRA_CHANNELS = 4  # x, y, z in [-1, 1] and log voxel size
-
-
-def column_prior(evidence: torch.Tensor) -> torch.Tensor:
-    """(B, 1, N, N, N): cells at or under an observed surface cell of their column, above the support.
-
-    The classical extrusion as a hint the network may follow or overrule: a top face seen from
-    above fixes the footprint below it, which the coarse levels of the U-Net would only blur.
-    """
-    sdf, observed, below = evidence[:, 0], evidence[:, 1], evidence[:, 5]
-    surface = ((observed > 0) & (sdf <= 0)).to(evidence.dtype)  # grids are indexed (x, y, z), z up
-    under = surface.flip(-1).cummax(dim=-1).values.flip(-1)
-    return (under * (1 - below))[:, None]
 
 
 def cell_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -50,11 +40,10 @@ class CompletionNet(nn.Module):
     """Sized for a CPU: full-resolution layers are the expensive ones, so they are the thinnest
     (one 3x3x3 convolution in, one 1x1x1 fusion out); depth and width live at coarser scales."""
 
-    def __init__(self, width: int = 16, decoder_hidden: int = 64, fourier_bands: int = 4, prior: bool = False):
+    def __init__(self, width: int = 16, decoder_hidden: int = 64, fourier_bands: int = 4):
         super().__init__()
         w = width
-        self.prior = prior
-        cin = EVIDENCE_CHANNELS + EXTRA_CHANNELS + (1 if prior else 0)
+        cin = EVIDENCE_CHANNELS + EXTRA_CHANNELS
         self.enc1 = _conv(cin, w)  # N
         self.enc2 = _block(w, 2 * w)  # N/2
         self.enc3 = _block(2 * w, 4 * w)  # N/4
@@ -68,16 +57,14 @@ class CompletionNet(nn.Module):
             nn.Linear(feat, decoder_hidden * 2), nn.SiLU(inplace=True),
             nn.Linear(decoder_hidden * 2, decoder_hidden), nn.SiLU(inplace=True),
             nn.Linear(decoder_hidden, 1))
-        self.config = {"width": width, "decoder_hidden": decoder_hidden, "fourier_bands": fourier_bands, "prior": prior}
+        self.config = {"width": width, "decoder_hidden": decoder_hidden, "fourier_bands": fourier_bands}
 
     def inputs(self, evidence: torch.Tensor, voxel: torch.Tensor) -> torch.Tensor:
-        """Append the column prior (if used), position and scale channels to (B, 6, N, N, N) evidence;
-        ``voxel`` is (B,) metres."""
+        """Append position and scale channels to (B, C, N, N, N) evidence; ``voxel`` is (B,) metres."""
         b, _, n = evidence.shape[:3]
         pos = cell_centres(n, evidence.device, evidence.dtype).permute(3, 0, 1, 2)[None].expand(b, -1, -1, -1, -1)
         scale = (torch.log(voxel / 0.005)).to(evidence.dtype)[:, None, None, None, None].expand(b, 1, n, n, n)
-        hints = [column_prior(evidence)] if self.prior else []
-        return torch.cat([evidence, *hints, pos, scale], dim=1)
+        return torch.cat([evidence, pos, scale], dim=1)
 
     def encode(self, evidence: torch.Tensor, voxel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.inputs(evidence, voxel)
