@@ -101,25 +101,38 @@ class SamSegmenter(Segmenter):
     # ------------------------------------------------------------------ public
     def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray], targets: Sequence[Target] = (),
                 up_hint: Optional[np.ndarray] = None) -> SceneSegmentation:
-        cfg = self.config
-        n = len(frames)
         warnings: list[str] = []
-        has_depth = [f.has_depth for f in frames]
         world = [transform_points(T, backproject(f.depth, f.K).reshape(-1, 3)).reshape(f.depth.shape + (3,))
-                 if d else None for f, T, d in zip(frames, poses, has_depth)]
+                 if f.has_depth else None for f, T in zip(frames, poses)]
         plane = None
-        if any(has_depth):
-            plane = support_from_depth(frames, poses, world, cfg.plane_distance, up_hint)
+        if any(w is not None for w in world):
+            plane = support_from_depth(frames, poses, world, self.config.plane_distance, up_hint)
         else:
             warnings.append("no depth in any view: SAM gives masks but no support plane or 3D points")
+        segs, target_masks = self._view_segments(frames, poses, targets, world)
+        # Group segments across views: target segments by their id, the rest by 3D agreement.
+        labels = self._support_labels(frames, world, plane)
+        objects = self._objects(segs, self._group(segs, frames, poses, world), frames, world)
+        # Targets first in the label order they win ties: paint others first, targets last.
+        for k, obj in sorted(enumerate(objects), key=lambda kv: kv[1].is_target):
+            for i, mask in obj.masks.items():
+                labels[i][mask] = k + 1
+        for t in targets:
+            if t.id not in target_masks:
+                raise TargetNotFoundError(f"target '{t.id}': SAM gives no mask in frame {t.frame}")
+        return SceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=warnings)
 
-        # Per-view segments: (frame, mask, is_target_of) collected, then grouped across views.
+    # ------------------------------------------------------------------ stages
+    def _view_segments(self, frames, poses, targets: Sequence[Target], world):
+        """Per-view segments (frame, mask, id of the target it is, or None) from SAM prompted by the
+        targets (their pixel in their own view, their projected points in the others) and by rings
+        around them; and per target id its masks by frame."""
         segs: list[tuple[int, np.ndarray, Optional[str]]] = []
         by_frame: dict[int, list[Target]] = {}
         for t in targets:
             by_frame.setdefault(t.frame, []).append(t)
         target_masks: dict[str, dict[int, np.ndarray]] = {}
-        for i in range(n):
+        for i in range(len(frames)):
             prompts: list[tuple[np.ndarray, Optional[np.ndarray], Optional[str]]] = []
             for t in by_frame.get(i, []):
                 prompts.append((np.array([t.pixel], float), None, t.id))
@@ -128,7 +141,7 @@ class SamSegmenter(Segmenter):
                 if t.frame == i or world[i] is None or t.id not in target_masks:
                     continue
                 pts = self._target_points(world, frames, t, target_masks[t.id])
-                uvs = self._visible_projection(pts, frames[i], poses[i], cfg.association_distance)
+                uvs = self._visible_projection(pts, frames[i], poses[i], self.config.association_distance)
                 if len(uvs) >= 3:
                     centre = uvs[np.argmin(np.linalg.norm(uvs - np.median(uvs, axis=0), axis=1))]
                     box = np.r_[uvs.min(axis=0), uvs.max(axis=0)]
@@ -155,22 +168,28 @@ class SamSegmenter(Segmenter):
                 for m in self._ring_masks(frames[i], mask):
                     if all(_iou(m, s) < 0.7 for f, s, _ in segs if f == i):
                         segs.append((i, m, None))
+        return segs, target_masks
 
-        # Group segments across views: target segments by their id, the rest by 3D agreement.
+    def _support_labels(self, frames, world, plane) -> list[np.ndarray]:
+        """Per view label images with the support's pixels labelled (from the plane, or without
+        depth from SAM prompted along the image bottom)."""
         labels = [np.zeros((f.height, f.width), np.int32) for f in frames]
         if plane is not None:
             for i, w in enumerate(world):
                 if w is not None:
                     h = plane.height(w.reshape(-1, 3)).reshape(labels[i].shape)
-                    labels[i][(frames[i].depth > 0) & (np.abs(h) < cfg.plane_distance)] = SUPPORT_LABEL
+                    labels[i][(frames[i].depth > 0) & (np.abs(h) < self.config.plane_distance)] = SUPPORT_LABEL
         else:
             for i, f in enumerate(frames):
                 support = self._support_without_depth(f)
                 labels[i][support] = SUPPORT_LABEL
-        groups = self._group(segs, frames, poses, world)
-        order = list(dict.fromkeys(groups))
+        return labels
+
+    @staticmethod
+    def _objects(segs, groups: list[int], frames, world) -> list[SegmentedObject]:
+        """One object per group of segments: its masks joined per view, its points where there is depth."""
         objects = []
-        for g in order:
+        for g in dict.fromkeys(groups):
             members = [s for s, gg in zip(segs, groups) if gg == g]
             tid = next((s[2] for s in members if s[2] is not None), None)
             obj = SegmentedObject(id=tid or f"object_{len([o for o in objects if not o.is_target])}", masks={},
@@ -187,14 +206,7 @@ class SamSegmenter(Segmenter):
             if pts:
                 obj.points, obj.colors = np.concatenate(pts), np.concatenate(cols)
             objects.append(obj)
-        # Targets first in the label order they win ties: paint others first, targets last.
-        for k, obj in sorted(enumerate(objects), key=lambda kv: kv[1].is_target):
-            for i, mask in obj.masks.items():
-                labels[i][mask] = k + 1
-        for t in targets:
-            if t.id not in target_masks:
-                raise TargetNotFoundError(f"target '{t.id}': SAM gives no mask in frame {t.frame}")
-        return SceneSegmentation(plane=plane, labels=labels, objects=objects, warnings=warnings)
+        return objects
 
     # ------------------------------------------------------------------ internals
     @staticmethod

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..complete.learned import DEFAULT_WEIGHTS, load_weights, save_weights
+from ..complete.learned import DEFAULT_WEIGHTS, save_weights
 from ..complete.learned.model import CompletionNet
 from ..config import ConfigError, FuseConfig, changed_settings
 from ..fuse import CHANNELS
@@ -208,7 +208,8 @@ def learning_rate(step: int, opt: OptimConfig) -> float:
     return float(opt.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
-def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
+def _start_process(opt: OptimConfig) -> tuple[bool, int, int, torch.device]:
+    """Whether this process is one of several (torchrun), its rank, their number and its device."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -217,10 +218,39 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed grid size: the fastest 3D convolution is found once
-    opt = config.optim
     if opt.threads:
         torch.set_num_threads(opt.threads)
     torch.manual_seed(opt.seed + rank)
+    return distributed, rank, world, device
+
+
+def _optimise(model, ddp, optimizer, batch: dict, step: int, opt: OptimConfig, device: torch.device):
+    """One optimiser step on a batch (already on the device); returns its loss and query IoU."""
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opt.amp and device.type == "cuda"):
+        loss, iou = loss_fn(ddp, batch, opt.hidden_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, opt)
+    optimizer.step()
+    return loss.item(), iou
+
+
+def _save_trained(model, weights: Path, meta: dict, export: str) -> None:
+    """The final weights with their record, and a copy at ``export`` (e.g. the package's shipped weights)."""
+    save_weights(model, weights, meta)
+    if export:
+        target = Path(export)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, target)
+        shutil.copyfile(weights.with_suffix(".json"), target.with_suffix(".json"))
+
+
+def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
+    opt = config.optim
+    distributed, rank, world, device = _start_process(opt)
     out = Path(config.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -257,17 +287,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             batch = dataset.take(indices)
             batch["evidence"], batch["points"] = augment(batch["evidence"], batch["points"], generator)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            model.train()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opt.amp and device.type == "cuda"):
-                loss, iou = loss_fn(ddp, batch, opt.hidden_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, opt)
-            optimizer.step()
+            window.append(_optimise(model, ddp, optimizer, batch, step, opt, device))
             step += 1
-            window.append((loss.item(), iou))
             bar.update()
             if rank == 0 and (step % opt.log_every == 0 or step == opt.steps):
                 l, i = np.mean(window, axis=0)
@@ -289,12 +310,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "train_config": asdict(config), "data_split": config.data.split,
                 "trained_seconds": round(time.time() - started, 1)}
-        save_weights(model, weights, meta)
-        if config.export:
-            export = Path(config.export)
-            export.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(weights, export)
-            shutil.copyfile(weights.with_suffix(".json"), export.with_suffix(".json"))
+        _save_trained(model, weights, meta, config.export)
         log_file.close()
     if distributed:
         dist.barrier()
