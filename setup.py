@@ -54,9 +54,9 @@ GENERATED_PY_DIRS = ("msg", "srv")
 CONSOLE_SCRIPTS = [
     "amodal3d = amodal3d_ros.cli:main",
     "amodal3d_node = amodal3d_ros.ros.node:main",
-    "amodal3d_player = amodal3d_ros.ros.player:main",
-    "amodal3d_recorder = amodal3d_ros.ros.recorder:main",
-    "amodal3d_launch = amodal3d_ros.ros.launcher:main",
+    "amodal3d_player = amodal3d_ros.ros.tools.player:main",
+    "amodal3d_recorder = amodal3d_ros.ros.tools.recorder:main",
+    "amodal3d_launch = amodal3d_ros.ros.tools.launcher:main",
 ]
 
 

@@ -24,6 +24,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from amodal3d_ros import safe_io
+from amodal3d_ros.geometry import pixel_rays
 from amodal3d_ros.result import ReconstructedObject, Reconstruction
 from amodal3d_ros.ros import conversions as conv
 from amodal3d_ros.ros import qos
@@ -84,8 +85,7 @@ def _raycast(meshes, colors, K, T, w, h) -> np.ndarray:
     for m in meshes:
         scene.add_triangles(o3d.core.Tensor(np.asarray(m.vertices, np.float32)),
                             o3d.core.Tensor(np.asarray(m.faces, np.uint32)))
-    u, v = np.meshgrid(np.arange(w), np.arange(h))
-    dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, float)], -1) @ T[:3, :3].T
+    dirs = pixel_rays(K, h, w) @ T[:3, :3].T  # world directions of the pixel rays
     dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
     rays = np.concatenate([np.broadcast_to(T[:3, 3], dirs.shape), dirs], -1).astype(np.float32)
     hit = scene.cast_rays(o3d.core.Tensor(rays))
