@@ -412,7 +412,8 @@ def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, n
             line = _new_marker(header, f"{ns}/symmetry_axes", i, Marker.LINE_LIST)
             line.scale.x = 0.002  # line width, m
             line.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-            line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in (base, base + (height + 0.02) * up)]
+            ends = (base, base + (height + 0.02) * up)
+            line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in ends]
             out.markers.append(line)
     return out
 

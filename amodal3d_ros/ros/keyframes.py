@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from amodal3d_ros.geometry import backproject, invert, project, transform_points
 from amodal3d_ros.scene import Frame
 
 
@@ -74,34 +75,32 @@ def new_area_fraction(frame: Frame, keyframes: list[Frame], stride: int = 8, tol
     if frame.depth is None or frame.T_world_camera is None:
         return 1.0
     d = frame.depth[::stride, ::stride]
-    vs, us = np.nonzero(d > 0)
-    if len(us) == 0:
+    valid = d > 0
+    if not valid.any():
         return 0.0
-    z = d[vs, us].astype(np.float64)
-    u, v = us * stride, vs * stride
-    K = frame.K
-    pc = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z, np.ones_like(z)])
-    pw = frame.T_world_camera @ pc
-    seen = np.zeros(len(z), dtype=bool)
+    # The subsampled image is a camera of its own: focal lengths and centre divided by the stride.
+    K_strided = np.diag([1.0 / stride, 1.0 / stride, 1.0]) @ frame.K
+    points_world = transform_points(frame.T_world_camera, backproject(d, K_strided)[valid])
+    seen = np.zeros(len(points_world), dtype=bool)
     for kf in keyframes:
         if kf.T_world_camera is None or kf.depth is None:
             continue
-        pk = np.linalg.inv(kf.T_world_camera) @ pw
-        zk = pk[2]
-        ok = zk > 1e-6
-        uk = np.full(len(z), -1, dtype=np.int64)
-        vk = np.full(len(z), -1, dtype=np.int64)
-        uk[ok] = np.round(kf.K[0, 0] * pk[0, ok] / zk[ok] + kf.K[0, 2]).astype(np.int64)
-        vk[ok] = np.round(kf.K[1, 1] * pk[1, ok] / zk[ok] + kf.K[1, 2]).astype(np.int64)
-        ok &= (uk >= 0) & (uk < kf.width) & (vk >= 0) & (vk < kf.height)
-        dk = np.zeros(len(z))
-        dk[ok] = kf.depth[vk[ok], uk[ok]]
-        tol = np.maximum(tolerance, 0.03 * np.abs(zk))
-        seen |= ok & (dk > 0) & (np.abs(zk - dk) <= tol)
+        uv, z = project(kf.K, transform_points(invert(kf.T_world_camera), points_world))
+        inside = z > 1e-6
+        pixels = np.full((len(z), 2), -1, dtype=np.int64)
+        pixels[inside] = np.round(uv[inside]).astype(np.int64)
+        u, v = pixels[:, 0], pixels[:, 1]
+        inside &= (u >= 0) & (u < kf.width) & (v >= 0) & (v < kf.height)
+        depth_seen = np.zeros(len(z))
+        depth_seen[inside] = kf.depth[v[inside], u[inside]]
+        tol = np.maximum(tolerance, 0.03 * np.abs(z))
+        seen |= inside & (depth_seen > 0) & (np.abs(z - depth_seen) <= tol)
     return float(1.0 - seen.mean())
 
 
 class KeyframeSelector:
+    """The keyframe set: what is kept, and the rules for keeping a frame (``params``), behind one lock."""
+
     def __init__(self, params: Optional[KeyframeParams] = None):
         self.params = params or KeyframeParams()
         errors = self.params.validate()
@@ -123,11 +122,31 @@ class KeyframeSelector:
         with self._lock:
             return list(self.keyframes)
 
+    def newest_seq(self) -> Optional[int]:
+        """``seq`` of the newest keyframe, None while there is none."""
+        with self._lock:
+            return self.keyframes[-1].seq if self.keyframes else None
+
     def reset(self) -> int:
+        """Drop every keyframe; returns how many there were."""
         with self._lock:
             n = len(self.keyframes)
             self.keyframes.clear()
             return n
+
+    def reconfigure(self, params: KeyframeParams) -> None:
+        """New selection parameters; a smaller ``max_keyframes`` evicts the oldest keyframes now."""
+        errors = params.validate()
+        if errors:
+            raise ValueError("; ".join(errors))
+        with self._lock:
+            self.params = params
+            self._evict_overflow()
+
+    def _evict_overflow(self) -> None:
+        while len(self.keyframes) > self.params.max_keyframes:
+            self.keyframes.pop(0)
+            self.evicted_total += 1
 
     def evaluate(self, frame: Frame) -> tuple[bool, str]:
         """Would ``frame`` be a keyframe? (accept, reason); does not change the set."""
@@ -142,9 +161,7 @@ class KeyframeSelector:
             if ok:
                 self.keyframes.append(Keyframe(frame=frame, frame_id=frame_id, seq=self.accepted_total, thumb=thumb))
                 self.accepted_total += 1
-                while len(self.keyframes) > self.params.max_keyframes:
-                    self.keyframes.pop(0)
-                    self.evicted_total += 1
+                self._evict_overflow()
             return ok, reason
 
     def _evaluate(self, frame: Frame, kfs: list[Keyframe], thumb: np.ndarray) -> tuple[bool, str]:

@@ -160,3 +160,14 @@ def split_parameters(values: dict[str, Any]) -> tuple[NodeSettings, PipelineConf
     if errors:
         raise ConfigError("; ".join(errors))
     return settings, config
+
+
+def apply_changes(values: dict[str, Any], changes: dict[str, Any]) -> tuple[NodeSettings, PipelineConfig]:
+    """``values`` (every parameter) with ``changes`` applied, validated; raises ConfigError naming the problem."""
+    defaults = all_parameter_defaults()
+    for name, value in changes.items():
+        if name not in defaults:
+            raise ConfigError(f"unknown parameter '{name}'")
+        if isinstance(defaults[name], float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"parameter '{name}' must be a number, got {value!r}")
+    return split_parameters({**values, **changes})

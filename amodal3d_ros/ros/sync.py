@@ -20,22 +20,16 @@ class ApproximateTimeSync:
                  tolerance: float = 0.02, queue_size: int = 5, optional: Sequence[str] = ()):
         if not streams:
             raise ValueError("need at least one stream")
-        if tolerance < 0:
-            raise ValueError("tolerance must be >= 0")
-        if queue_size < 1:
-            raise ValueError("queue_size must be >= 1")
         self.streams = list(streams)
         self.pivot = self.streams[0]
         self.optional = set(optional)
         if self.pivot in self.optional:
             raise ValueError("the pivot stream cannot be optional")
         self.callback = callback
-        self.tolerance = float(tolerance)
-        self.queue_size = int(queue_size)
-        self.stale_after = max(2.0, 20 * self.tolerance)  # s: partners older than a matched pivot by this are dropped
         self._queues: dict[str, deque] = {s: deque() for s in self.streams}
         self._latest: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._set_limits(tolerance, queue_size)
         self.dropped = 0  # pivot messages that never found partners (or overflowed)
         self.dropped_reasons: dict[str, int] = {}
         self.matched = 0
@@ -65,6 +59,11 @@ class ApproximateTimeSync:
         with self._lock:
             return len(self._queues[stream or self.pivot])
 
+    def drops(self) -> tuple[int, dict[str, int]]:
+        """(pivot messages dropped so far, how many for each reason)."""
+        with self._lock:
+            return self.dropped, dict(self.dropped_reasons)
+
     def waiting_for(self) -> list[str]:
         """Required streams that have never delivered a message (e.g. a missing camera_info)."""
         with self._lock:
@@ -74,6 +73,20 @@ class ApproximateTimeSync:
         with self._lock:
             for q in self._queues.values():
                 q.clear()
+
+    def reconfigure(self, tolerance: float, queue_size: int) -> None:
+        """New matching tolerance (s) and pivot queue size, for the messages still queued too."""
+        with self._lock:
+            self._set_limits(tolerance, queue_size)
+
+    def _set_limits(self, tolerance: float, queue_size: int) -> None:
+        if tolerance < 0:
+            raise ValueError("tolerance must be >= 0")
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self.tolerance = float(tolerance)
+        self.queue_size = int(queue_size)
+        self.stale_after = max(2.0, 20 * self.tolerance)  # s: partners older than a matched pivot by this are dropped
 
     # ------------------------------------------------------------------ internals
     def _missing_names(self) -> str:

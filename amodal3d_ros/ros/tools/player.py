@@ -119,7 +119,8 @@ class Player(Node):
                 stamp = self.get_clock().now().to_msg()
                 header = conv.make_header(self.camera_frame, stamp)
                 if posed:
-                    pose = PoseStamped(header=conv.make_header(world, stamp), pose=conv.matrix_to_pose(frame.T_world_camera))
+                    pose = PoseStamped(header=conv.make_header(world, stamp),
+                                       pose=conv.matrix_to_pose(frame.T_world_camera))
                     self.pubs["camera_pose"].publish(pose)
                     if self.tf is not None:
                         t = TransformStamped(header=conv.make_header(world, stamp), child_frame_id=self.camera_frame)
