@@ -29,7 +29,7 @@ import numpy as np
 import trimesh
 
 from .evaluate import _fmt
-from .geometry import backproject, invert, project, transform_points
+from .geometry import backproject, backproject_to_world, invert, project, transform_points
 from .mesh import sample_surface
 from .scene import Scene, read_scene
 
@@ -115,7 +115,7 @@ def table_mask(depth: np.ndarray, K: np.ndarray, T_world_camera: np.ndarray, tar
     every target's mask (``targets``: their union) grown by ``clearance_px``. Where an object meets
     the table its own lowest pixels are within the band too, and hand masks stop a pixel or two
     short of the outline: that rim is the object's, not table a mesh leaked onto."""
-    world = transform_points(T_world_camera, backproject(depth, K).reshape(-1, 3)).reshape(*depth.shape, 3)
+    world = backproject_to_world(depth, K, T_world_camera)
     grown = cv2.dilate(targets.astype(np.uint8), np.ones((2 * clearance_px + 1,) * 2, np.uint8)) > 0
     return (depth > 0) & (np.abs(world[..., 2]) <= band) & ~grown
 

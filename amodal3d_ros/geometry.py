@@ -45,6 +45,11 @@ def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     return pixel_rays(K, *depth.shape) * depth[..., None]
 
 
+def backproject_to_world(depth: np.ndarray, K: np.ndarray, T_world_camera: np.ndarray) -> np.ndarray:
+    """(H, W, 3) world points of a depth image (the camera centre where there is no depth)."""
+    return transform_points(T_world_camera, backproject(depth, K).reshape(-1, 3)).reshape(depth.shape + (3,))
+
+
 def backproject_pixels(K: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     """(N, 3) camera-frame points seen at pixels (u, v) (N,) at depths z (N,)."""
     x, y = normalized_coordinates(K, u, v)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.ndimage import binary_fill_holes
 
 from ..config import SegmentConfig
-from ..geometry import backproject, transform_points
+from ..geometry import backproject_to_world
 from ..scene import Frame, Target
 from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, Segmenter, TargetNotFoundError,
                    associate_segments, nearest_label, subsample, support_from_depth)
@@ -31,8 +31,7 @@ class DepthSegmenter(Segmenter):
         for i, f in enumerate(frames):
             if not f.has_depth:
                 raise ValueError(f"frame {i} has no depth: the depth segmenter needs RGB-D input")
-        world = [transform_points(T, backproject(f.depth, f.K).reshape(-1, 3)).reshape(f.depth.shape + (3,))
-                 for f, T in zip(frames, poses)]
+        world = [backproject_to_world(f.depth, f.K, T) for f, T in zip(frames, poses)]
         valid = [f.depth > 0 for f in frames]
         plane = support_from_depth(frames, poses, world, cfg.plane_distance, up_hint)
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..config import SegmentConfig
-from ..geometry import backproject, invert, project, transform_points
+from ..geometry import backproject_to_world, invert, project, transform_points
 from ..scene import Frame, Target
 from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, Segmenter, TargetNotFoundError,
                    associate_segments, subsample, support_from_depth)
@@ -102,8 +102,7 @@ class SamSegmenter(Segmenter):
     def segment(self, frames: Sequence[Frame], poses: Sequence[np.ndarray], targets: Sequence[Target] = (),
                 up_hint: Optional[np.ndarray] = None) -> SceneSegmentation:
         warnings: list[str] = []
-        world = [transform_points(T, backproject(f.depth, f.K).reshape(-1, 3)).reshape(f.depth.shape + (3,))
-                 if f.has_depth else None for f, T in zip(frames, poses)]
+        world = [backproject_to_world(f.depth, f.K, T) if f.has_depth else None for f, T in zip(frames, poses)]
         plane = None
         if any(w is not None for w in world):
             plane = support_from_depth(frames, poses, world, self.config.plane_distance, up_hint)

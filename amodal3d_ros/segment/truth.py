@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..geometry import Plane, backproject, transform_points
+from ..geometry import Plane, backproject_to_world
 from ..scene import Frame, Scene
 from .base import SUPPORT_LABEL, SceneSegmentation, SegmentedObject
 
@@ -41,8 +41,7 @@ def segmentation_from_instances(frames: Sequence[Frame], poses: Sequence[np.ndar
         label[instance == INSTANCE_TABLE] = SUPPORT_LABEL
         world = None
         if frame.depth is not None:
-            world = transform_points(T, backproject(frame.depth, frame.K).reshape(-1, 3))
-            world = world.reshape(frame.depth.shape + (3,))
+            world = backproject_to_world(frame.depth, frame.K, T)
         for k, meta in enumerate(objects):
             mask = instance == meta["instance_value"]
             if mask.sum() < min_pixels:
