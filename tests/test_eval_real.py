@@ -202,6 +202,9 @@ def test_eval_real_writes_consistent_outputs(real_run):
         assert picture is not None and picture.shape[0] >= 480 and picture.shape[1] >= 1280
     assert sorted(p.name for p in (out / "scenes").iterdir()) == sorted(f"{n}.png" for n in REAL_SCENES)
     assert cv2.imread(str(out / "real_contact_sheet.png")) is not None
+    # The publishable sheet holds the outputs only: no pixel of the (licensed) camera images.
+    outputs = cv2.imread(str(out / "real_contact_sheet_outputs.jpg"))
+    assert outputs is not None and outputs.shape[1] == 4 * 400
     assert agg["targets"] == len(rows) and agg["returned"] == sum(r["returned"] for r in rows)
     for bar in (*BARS, "all"):
         assert agg["passing"][bar] == sum(r["passes"][bar] for r in rows)
