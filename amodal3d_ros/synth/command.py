@@ -1,16 +1,20 @@
-"""The ``amodal3d synth`` subcommand: write a synthetic dataset of scene folders.
+"""The ``amodal3d synth`` subcommand: write a synthetic dataset of scene folders, or compare the
+synthetic depth sensor with real frames.
 
     amodal3d synth OUT --count N --seed S --views 4 --split train --objects 2 6
                    [--no-depth] [--unposed] [--width 640 --height 480] [--procedural-share P]
+                   [--sensor structured_light_v1|realsense]
+    amodal3d synth OUT --compare-real REAL_DIR [--count N --seed S ...]   # OUT/sensor_comparison.{json,png}
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from amodal3d_ros.synth.objects import SPLITS
-from amodal3d_ros.synth.scenes import SceneGenerationError, SynthConfig
+from amodal3d_ros.synth.scenes import SENSORS, SceneGenerationError, SynthConfig
 from amodal3d_ros.synth.write import generate_dataset
 
 
@@ -29,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chance that an object comes from the procedural shape families "
                              "(default: every source of the split equally likely)")
     parser.add_argument("--no-depth", action="store_true", help="RGB-only scenes")
+    parser.add_argument("--sensor", choices=SENSORS, default=defaults.sensor,
+                        help="depth sensor model: structured_light_v1 (the benchmark's and the shipped weights' "
+                             "training data) or realsense (fitted to real RealSense frames; --compare-real)")
+    parser.add_argument("--compare-real", type=Path, metavar="REAL_DIR",
+                        help="instead of writing scenes: measure holes, noise, depth edges and quantisation on "
+                             "the real scene folders in REAL_DIR and on --count synthetic scenes with each sensor "
+                             "model; write OUT/sensor_comparison.json and .png")
     parser.add_argument("--unposed", action="store_true",
                         help="omit camera poses; ground truth in frame 0's optical frame")
     parser.add_argument("--width", type=int, default=defaults.width, help="image width; intrinsics scale with it")
@@ -40,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     views = {} if args.views is None else {"n_views": args.views}
     return SynthConfig(split=args.split, n_objects=tuple(args.objects), depth=not args.no_depth,
                        posed=not args.unposed, width=args.width, height=args.height,
-                       procedural_share=args.procedural_share, **views)
+                       procedural_share=args.procedural_share, sensor=args.sensor, **views)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"amodal3d synth: {exc}", file=sys.stderr)
         return 2
+    if args.compare_real is not None:
+        return _compare(args, config)
     start = time.perf_counter()
     try:
         folders = generate_dataset(args.out, args.count, seed=args.seed, config=config,
@@ -59,4 +72,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"amodal3d synth: {exc}", file=sys.stderr)
         return 1
     print(f"{len(folders)} scenes in {args.out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _compare(args: argparse.Namespace, config: SynthConfig) -> int:
+    from amodal3d_ros.synth.compare import compare_with_real
+
+    if not args.compare_real.is_dir():
+        print(f"amodal3d synth: --compare-real: {args.compare_real} is not a folder", file=sys.stderr)
+        return 2
+    if not config.depth or not config.posed:
+        print("amodal3d synth: --compare-real needs depth and posed scenes", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        compare_with_real(args.compare_real, Path(args.out), args.count, args.seed, config)
+    except (ValueError, SceneGenerationError) as exc:
+        print(f"amodal3d synth: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}/sensor_comparison.json and .png ({time.perf_counter() - start:.1f} s)")
     return 0

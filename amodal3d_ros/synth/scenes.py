@@ -20,7 +20,7 @@ from amodal3d_ros.geometry import invert
 from amodal3d_ros.scene import Frame, Scene, Target
 from amodal3d_ros.synth.objects import SPLITS, ObjectSample, ProceduralSource, object_library
 from amodal3d_ros.synth.render import Lighting, MeshRenderer, ProceduralTexture, look_at, random_texture
-from amodal3d_ros.synth.sensor import DepthNoiseModel
+from amodal3d_ros.synth.sensor import DepthNoiseModel, StereoDepthModel
 
 GENERATOR_NAME = "amodal3d_ros.synth"
 GENERATOR_VERSION = 1
@@ -32,6 +32,9 @@ REFERENCE_SIZE = (640, 480)
 REFERENCE_K = np.array([[615.0, 0.0, 320.0], [0.0, 615.0, 240.0], [0.0, 0.0, 1.0]])
 
 Range = tuple[float, float]
+# Depth sensor models: the original structured-light model (the benchmark's and the shipped weights'
+# training data) and an active-stereo model fitted to real RealSense frames (synth/compare.py).
+SENSORS = ("structured_light_v1", "realsense")
 
 
 class SceneGenerationError(RuntimeError):
@@ -63,7 +66,9 @@ class SynthConfig:
     object_gap: float = 0.004  # m, minimum footprint clearance between objects
     depth: bool = True  # False: RGB-only scenes
     posed: bool = True  # False: drop T_world_camera, gt in frame 0's optical frame
-    noise: DepthNoiseModel = field(default_factory=DepthNoiseModel)
+    sensor: str = "structured_light_v1"  # one of SENSORS: which model below turns rendered depth into measured
+    noise: DepthNoiseModel = field(default_factory=DepthNoiseModel)  # sensor "structured_light_v1"
+    realsense: StereoDepthModel = field(default_factory=StereoDepthModel)  # sensor "realsense"
     seconds_between_views: float = 2.0
     max_attempts: int = 40  # layouts
     cameras_per_layout: int = 4  # frame-0 cameras tried per layout
@@ -74,12 +79,16 @@ class SynthConfig:
             self.n_views = tuple(self.n_views)
         if isinstance(self.noise, dict):  # from a json round trip
             self.noise = DepthNoiseModel(**self.noise)
+        if isinstance(self.realsense, dict):
+            self.realsense = StereoDepthModel(**self.realsense)
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value."""
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got '{self.split}'")
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {SENSORS}, got '{self.sensor}'")
         views = (self.n_views, self.n_views) if isinstance(self.n_views, int) else self.n_views
         ranges = (("n_objects", self.n_objects, 1), ("n_views", views, 1), ("occlusion", self.occlusion, 0.0),
                   ("camera_distance", self.camera_distance, 0.1), ("elevation_deg", self.elevation_deg, 1.0),
@@ -101,6 +110,10 @@ class SynthConfig:
         K[0] *= self.width / REFERENCE_SIZE[0]
         K[1] *= self.height / REFERENCE_SIZE[1]
         return K
+
+    def depth_sensor(self) -> Union[DepthNoiseModel, StereoDepthModel]:
+        """The sensor model that turns rendered depth into measured depth."""
+        return self.realsense if self.sensor == "realsense" else self.noise
 
     def view_count(self, rng: np.random.Generator) -> int:
         if isinstance(self.n_views, int):
@@ -418,7 +431,7 @@ def _finish_scene(seed: int, attempt: int, config: SynthConfig, table: _Table, p
     T_gt_world = np.eye(4) if config.posed else invert(cameras[0])
     for i, T_world_camera in enumerate(cameras):
         rgb, depth, instance = renderer.render(K, T_world_camera, width, height)
-        noisy = config.noise.apply(depth, K, noise_rng) if config.depth else None
+        noisy = config.depth_sensor().apply(depth, K, noise_rng) if config.depth else None
         frames.append(Frame(rgb=rgb, K=K, depth=noisy, T_world_camera=T_world_camera if config.posed else None,
                             stamp=i * config.seconds_between_views))
         instances.append(instance)

@@ -53,8 +53,11 @@ def scene_seed(base_seed: int, index: int, retry: int = 0) -> int:
 
 
 def _dataset_record(seed: int, config: SynthConfig) -> dict:
+    settings = dataclasses.asdict(config)
+    # Only the sensor model in use: retuning the other one must not orphan this dataset.
+    settings.pop("noise" if config.sensor == "realsense" else "realsense")
     return json.loads(json.dumps({"generator": GENERATOR_NAME, "gen_version": GENERATOR_VERSION, "seed": seed,
-                                  "config": dataclasses.asdict(config)}))
+                                  "config": settings}))
 
 
 def generate_dataset(out_dir: str | Path, count: int, seed: int = 0, config: Optional[SynthConfig] = None,
