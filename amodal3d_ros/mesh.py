@@ -11,12 +11,14 @@ from .geometry import transform_points
 
 def mesh_from_occupancy(probability: np.ndarray, origin: np.ndarray, size: float, T_world_grid: np.ndarray,
                         level: float = 0.5, smooth_sigma: float = 0.0,
-                        keep_near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        keep_near: np.ndarray | None = None,
+                        min_part: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes on an (R, R, R) occupancy over a cube of edge ``size`` at ``origin``.
 
     The volume is padded with empty cells so the surface always closes (watertight). Small
     disconnected blobs are dropped; with ``keep_near`` (grid-frame points), components that touch
-    them are kept, otherwise only the largest.
+    them are kept, otherwise only the largest; of those, none under ``min_part`` of the largest's
+    volume.
     Returns world-frame vertices (N, 3) and faces (M, 3), both empty when nothing is occupied.
     """
     r = probability.shape[0]
@@ -39,6 +41,10 @@ def mesh_from_occupancy(probability: np.ndarray, origin: np.ndarray, size: float
             parts = keep or [max(parts, key=lambda p: len(p.faces))]
         else:
             parts = [max(parts, key=lambda p: len(p.faces))]
+        # Specks: a few noisy cells near an observed point close on their own; a grasp planner needs
+        # the object, not a cloud of crumbs around it.
+        largest = max(abs(p.volume) for p in parts)
+        parts = [p for p in parts if abs(p.volume) >= min_part * largest]
         mesh = trimesh.util.concatenate(parts)
     if mesh.volume < 0:  # marching cubes winding depends on the axis order: make normals point out
         mesh.invert()
