@@ -121,15 +121,3 @@ def test_learned_completion_obeys_the_evidence(evidence):
     assert occ[evidence.empty & (evidence.observed == 0)].max() == 0.0
     assert occ[evidence.surface].min() >= 0.5
     assert 0.0 <= completer.certainty() <= 1.0
-
-
-def test_column_prior_fills_under_observed_surface_down_to_the_support():
-    from amodal3d_ros.complete.learned.model import column_prior
-
-    ev = torch.zeros(1, 6, 8, 8, 8)
-    ev[:, 0] = 1.0  # unobserved
-    ev[0, 5, :, :, 0] = 1.0  # z = 0 is under the support
-    ev[0, 0, 2, 3, 5], ev[0, 1, 2, 3, 5] = -0.2, 1.0  # an observed surface cell at z = 5
-    prior = column_prior(ev)[0, 0]
-    assert prior[2, 3, 1:6].all() and prior[2, 3, 0] == 0 and prior[2, 3, 6:].sum() == 0
-    assert prior.sum() == 5

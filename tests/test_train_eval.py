@@ -116,31 +116,6 @@ def test_train_checkpoint_resume_and_weights(tiny_config):
     assert LearnedCompleter(weights).model is not None
 
 
-def test_fine_tuning_grows_the_model_by_the_column_prior(tiny_config, tmp_path):
-    """Stage 2: start from stage-1 weights, add the prior input at zero weight, train on two folders."""
-    from amodal3d_ros.complete.learned import load_grown
-    from amodal3d_ros.complete.learned.model import CompletionNet
-
-    stage1 = TrainConfig.from_yaml(tiny_config)
-    generate_data(stage1, progress=False)
-    stage1_weights = train(stage1, progress=False)
-    old, _ = load_weights(stage1_weights)
-    grown = CompletionNet(**{**old.config, "prior": True}).eval()
-    load_grown(grown, old.state_dict())
-    evidence, voxel, points = torch.rand(1, 6, 16, 16, 16), torch.tensor([0.004]), torch.rand(1, 50, 3) * 2 - 1
-    with torch.no_grad():
-        assert torch.allclose(old(evidence, voxel, points), grown(evidence, voxel, points), atol=1e-4)
-
-    stage2 = TrainConfig.from_yaml(tiny_config)
-    stage2.out, stage2.init, stage2.model.prior = str(tmp_path / "stage2"), str(stage1_weights), True
-    stage2.data.include = (stage1.data.folder,)  # the same shards twice: two folders are read
-    stage2.optim.steps = 2
-    weights = train(stage2, progress=False)
-    model, meta = load_weights(weights)
-    assert model.prior and meta["model_config"]["prior"] and meta["train_config"]["init"] == str(stage1_weights)
-    assert meta["samples"] == 2 * len(ShardDataset(stage1.data.folder))
-
-
 def test_torchrun_two_gloo_processes(tiny_config, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "ddp"
