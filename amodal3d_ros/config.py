@@ -43,7 +43,7 @@ class SegmentConfig:
     min_object_pixels: int = 150  # smaller segments are noise
     # Depth pixels stepping to both neighbours as steeply as a surface seen this far from face-on are
     # mixed pixels at a depth edge (sensor.py) and count as no measurement (90: keep all).
-    max_grazing_deg: float = 80.0
+    max_grazing_deg: float = 85.0
     split_valley: float = 0.02  # m: a region is split where it dips this far between two peaks (0: never)
     max_object_size: float = 0.5  # m, larger clusters are not graspable objects
     association_distance: float = 0.015  # m, depth agreement of one object seen from two views
