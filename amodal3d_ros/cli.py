@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "eval": ("amodal3d_ros.evaluate", "score completions on a benchmark of held-out objects"),
     "train": ("amodal3d_ros.train.command", "train the learned completion model"),
     "bench": ("amodal3d_ros.bench", "time the pipeline stages and print medians"),
-    "demo": ("amodal3d_ros.ros.demo", "run the ROS 2 demo graph on the embedded example scene"),
+    "demo": ("amodal3d_ros.ros.tools.demo", "run the ROS 2 demo graph on the embedded example scene"),
 }
 
 

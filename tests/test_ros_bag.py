@@ -176,7 +176,7 @@ def bad_bags(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 def test_player_rejects_bad_bags(tmp_path):
     """Missing, corrupt or unrecognised bag files: one clear line on stderr, exit code 1, no traceback."""
     cases = bad_bags(tmp_path)
-    cmd = [sys.executable, "-m", "amodal3d_ros.ros.player", "--ros-args", "-p", "wait_timeout:=2.0"]
+    cmd = [sys.executable, "-m", "amodal3d_ros.ros.tools.player", "--ros-args", "-p", "wait_timeout:=2.0"]
     procs = {}
     env = ros_env("bag")
     for name, (bag, _) in cases.items():  # all at once: each pays the rclpy start-up once, in parallel
@@ -200,7 +200,7 @@ def test_player_rejects_bad_bags(tmp_path):
 
 def test_player_rejects_a_bag_without_camera_topics(tmp_path):
     bag = write_chatter_bag(tmp_path / "bag").parent
-    code, log = run([sys.executable, "-m", "amodal3d_ros.ros.player", "--ros-args", "-p", f"bag:={bag}"],
+    code, log = run([sys.executable, "-m", "amodal3d_ros.ros.tools.player", "--ros-args", "-p", f"bag:={bag}"],
                     tmp_path, timeout=60)
     assert code == 1 and "Traceback" not in log, log
     assert "[player] error: ValueError" in log and "no topic ending in rgb/image" in log, log

@@ -49,7 +49,7 @@ def test_demo_rgb_only_camera(tmp_path):
     import trimesh
     from amodal3d_ros.config import PipelineConfig
     from amodal3d_ros.pipeline import Reconstructor
-    from amodal3d_ros.ros.player import EXAMPLE_SCENE
+    from amodal3d_ros.ros.tools.player import EXAMPLE_SCENE
     from amodal3d_ros.scene import drop_depth, read_scene, write_scene
 
     scene_dir = write_scene(drop_depth(read_scene(EXAMPLE_SCENE)), tmp_path / "rgb_scene")

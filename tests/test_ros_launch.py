@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amodal3d_ros.ros import launcher as L
+from amodal3d_ros.ros.tools import launcher as L
 
 from conftest import REPO, ros_env
 
@@ -118,7 +118,7 @@ def test_runner_required_exit_code_and_signals(tmp_path, monkeypatch):
 
     # SIGINT to the launcher process: children are stopped, exit code 128 + 2
     lf2 = _write(tmp_path / "t2.launch.yaml", [{"node": {"pkg": "x", "exec": "forever", "name": "f"}}])
-    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.ros.launcher", str(lf2)], env=ros_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "amodal3d_ros.ros.tools.launcher", str(lf2)], env=ros_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.5)

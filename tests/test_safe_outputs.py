@@ -274,7 +274,7 @@ def test_save_meshes_service_call_is_confined(node_module, tmp_path, save_root):
         Parameter("save_root", Parameter.Type.STRING, str(save_root))])
     client_node = rclpy.create_node("save_meshes_tester", context=context)
     try:
-        node._last = (make_result(["a"], 0.05), [], [])
+        node.worker.remember(make_result(["a"], 0.05), [], [])
         executor.add_node(node)
         executor.add_node(client_node)
         spinner = threading.Thread(target=executor.spin, daemon=True)

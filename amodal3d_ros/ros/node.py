@@ -213,16 +213,6 @@ class Amodal3dNode(LifecycleNode):
         return NodeStatus(active=self.active, inputs=self.inputs.stats(), keyframes=len(self.keyframes),
                           keyframes_accepted=self.keyframes.accepted_total, worker=self.worker.stats())
 
-    # The last result as (Reconstruction, keyframes, targets). Kept for tests/test_safe_outputs.py,
-    # which sets it directly; new code calls worker.last() / worker.remember().
-    @property
-    def _last(self):
-        return self.worker.last()
-
-    @_last.setter
-    def _last(self, value) -> None:
-        self.worker.remember(*value)
-
 
 def main(argv: Optional[list[str]] = None) -> int:
     with RosProcess(argv) as proc:
