@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -30,6 +29,7 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
+from amodal3d_ros.geometry import pixel_rays
 from amodal3d_ros.scene import read_scene
 
 DEPTH_BINS_M = np.round(np.arange(0.4, 1.51, 0.1), 2)  # bin edges of the noise and quantisation statistics
@@ -59,12 +59,6 @@ class DepthView:
     support_mask: Optional[np.ndarray] = None  # pixels known to show the support (renders); None: near the plane
     surface_mask: Optional[np.ndarray] = None  # pixels with a surface to measure (renders: not the empty sky)
 
-    def rays(self) -> np.ndarray:
-        h, w = self.depth.shape
-        u, v = np.meshgrid(np.arange(w), np.arange(h))
-        return np.stack([(u - self.K[0, 2]) / self.K[0, 0], (v - self.K[1, 2]) / self.K[1, 1], np.ones((h, w))], -1)
-
-
 def support_plane_in_camera(T_world_camera: np.ndarray, support_z: float) -> np.ndarray:
     """The plane world z = support_z as (n, d) in the camera frame, n pointing up."""
     T = np.asarray(T_world_camera, dtype=np.float64)
@@ -91,7 +85,7 @@ class ViewGeometry:
 def view_geometry(view: DepthView) -> ViewGeometry:
     depth = view.depth
     valid = depth > 0
-    rays = view.rays()
+    rays = pixel_rays(view.K, *depth.shape)
     n, d = view.support_plane[:3], view.support_plane[3]
     ray_dot_normal = rays @ n
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -515,20 +509,15 @@ def compare_with_real(real_folder: Path, out: Path, count: int, seed: int, confi
     if not real:
         raise ValueError(f"{real_folder} holds no scene folder with a posed RGB-D frame")
     sources = {REAL if key == "all" else key: summarise(pool) for key, pool in sorted(real.items())}
-    seconds = {}
-    for sensor in SENSOR_LABELS:
-        start = time.perf_counter()
-        pools = measure(synthetic_views(count, seed, dataclasses.replace(base, sensor=sensor)))
-        seconds[sensor] = round((time.perf_counter() - start) / max(count, 1), 2)
-        sources[sensor] = summarise(pools["all"])
+    for sensor in SENSOR_LABELS:  # the same scenes (layouts, RGB) under each sensor model
+        views = synthetic_views(count, seed, dataclasses.replace(base, sensor=sensor))
+        sources[sensor] = summarise(measure(views)["all"])
     settings = dataclasses.asdict(base)
+    scene_settings = {k: v for k, v in settings.items() if k not in ("sensor", "noise", "realsense")}
     report = {
-        "real_folder": str(real_folder), "synthetic": {"scenes": count, "seed": seed,
-                                                       "seconds_per_scene_incl_measuring": seconds,
-                                                       "config": {k: v for k, v in settings.items()
-                                                                  if k not in ("sensor", "noise", "realsense")},
-                                                       "structured_light_v1": settings["noise"],
-                                                       "realsense": settings["realsense"]},
+        "real_folder": str(real_folder),
+        "synthetic": {"scenes": count, "seed": seed, "config": scene_settings,
+                      "structured_light_v1": settings["noise"], "realsense": settings["realsense"]},
         "bins_m": DEPTH_BINS_M.tolist(), "variogram_lags_px": list(VARIOGRAM_LAGS_PX),
         "brightness_bins": list(BRIGHTNESS_BINS), "definitions": DEFINITIONS, "sources": sources}
     out = Path(out)

@@ -17,6 +17,8 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from amodal3d_ros.geometry import pixel_rays
+
 
 @dataclass(frozen=True)
 class DepthNoiseModel:
@@ -91,8 +93,8 @@ REFERENCE_WIDTH_PX = 640  # pixel-sized parameters below are given at this image
 class StereoDepthModel:
     """An active-stereo depth camera (RealSense D4xx-like), depth registered to the colour image.
 
-    Fitted to real RealSense frames with ``amodal3d synth OUT --compare-real DIR`` (synth/compare.py).
-    Effects, in order:
+    The defaults were fitted to real RealSense frames with ``amodal3d synth OUT --compare-real DIR``
+    (synth/compare.py; docs/sensor_comparison). Effects:
 
     - stereo occlusion: pixels the second imager (``stereo_baseline_m`` along +x) cannot see get no
       depth: a shadow on the far surface left of every nearer object, and the band at the left image
@@ -112,7 +114,7 @@ class StereoDepthModel:
     the numpy Generator; the colour image is not touched.
     """
 
-    stereo_baseline_m: float = 0.07  # real frames: shadow width and border band both give 0.065-0.075 m
+    stereo_baseline_m: float = 0.07  # effective, in colour pixels: the real frames' shadow widths and border band
     out_of_view_band: bool = True
     grazing_angle_deg: float = 80.0
     grazing_dropout_prob: float = 1.0
@@ -134,6 +136,13 @@ class StereoDepthModel:
         """Noisy float32 depth (metres, 0 = no measurement) from clean depth."""
         depth = np.asarray(depth, dtype=np.float32)
         scale = depth.shape[1] / REFERENCE_WIDTH_PX
+        missing = self._unmeasured(depth, K, scale, rng)
+        measured = self._quantised(self._mixed_and_noisy(depth, scale, rng))
+        missing |= (measured < self.min_range_m) | (measured > self.max_range_m)
+        return np.where(missing, 0.0, measured).astype(np.float32)
+
+    def _unmeasured(self, depth: np.ndarray, K: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """Pixels without a measurement: stereo occlusion, grazing surfaces, edge dropouts, blob holes."""
         missing = (depth <= 0) | projector_shadow(depth, K, self.stereo_baseline_m)
         if self.out_of_view_band:
             missing |= _outside_second_view(depth, K, self.stereo_baseline_m)
@@ -142,26 +151,26 @@ class StereoDepthModel:
         nearest = _nearest_within(depth, max(1, round(self.edge_dropout_px * scale)))
         far_side = depth - nearest > self.edge_jump_rel * nearest
         missing |= far_side & (rng.random(depth.shape) < self.edge_dropout_prob)
-        nearest_neighbour = _nearest_within(depth, 1)
-        mixed = (depth - nearest_neighbour > self.edge_jump_rel * nearest_neighbour) & (
-            rng.random(depth.shape) < self.mixed_pixel_prob)
-        blend = rng.random(depth.shape).astype(np.float32)
-        noisy = np.where(mixed, nearest_neighbour + blend * (depth - nearest_neighbour), depth)
-        error_per_m2 = (self.white_noise_per_m2 * rng.standard_normal(depth.shape)
-                        + self.smooth_noise_per_m2 * smooth_noise(depth.shape, self.noise_correlation_px * scale, rng))
-        noisy = noisy + (error_per_m2 * noisy.astype(np.float64) ** 2).astype(np.float32)
         if self.hole_fraction > 0:
             threshold = NormalDist().inv_cdf(1.0 - self.hole_fraction)
             missing |= smooth_noise(depth.shape, self.hole_blob_px * scale, rng) > threshold
-        noisy = self._quantised(noisy)
-        missing |= (noisy < self.min_range_m) | (noisy > self.max_range_m)
-        return np.where(missing, 0.0, noisy).astype(np.float32)
+        return missing
+
+    def _mixed_and_noisy(self, depth: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """Mixed pixels beside depth steps, then z^2 noise (white plus spatially smooth)."""
+        nearest = _nearest_within(depth, 1)
+        mixed = (depth - nearest > self.edge_jump_rel * nearest) & (rng.random(depth.shape) < self.mixed_pixel_prob)
+        blend = rng.random(depth.shape).astype(np.float32)
+        depth = np.where(mixed, nearest + blend * (depth - nearest), depth)
+        error_per_m2 = (self.white_noise_per_m2 * rng.standard_normal(depth.shape)
+                        + self.smooth_noise_per_m2 * smooth_noise(depth.shape, self.noise_correlation_px * scale, rng))
+        return depth + (error_per_m2 * depth.astype(np.float64) ** 2).astype(np.float32)
 
     def _quantised(self, depth: np.ndarray) -> np.ndarray:
+        """Disparity comes in sub-pixel steps, so depth in steps of inverse depth; then the output unit."""
         if self.inverse_depth_step > 0:
-            with np.errstate(divide="ignore"):
-                inverse = np.round(1.0 / np.maximum(depth, 1e-6) / self.inverse_depth_step) * self.inverse_depth_step
-            depth = np.where(inverse > 0, 1.0 / np.maximum(inverse, 1e-12), np.inf).astype(np.float32)
+            steps = np.round(1.0 / np.maximum(depth, 1e-6) / self.inverse_depth_step)
+            depth = np.where(steps > 0, 1.0 / (np.maximum(steps, 1.0) * self.inverse_depth_step), np.inf)
         if self.depth_unit_m > 0:
             depth = np.round(depth / self.depth_unit_m) * self.depth_unit_m
         return depth.astype(np.float32)
@@ -188,21 +197,21 @@ def grazing_mask(depth: np.ndarray, K: np.ndarray, max_angle_deg: float) -> np.n
     Tangents come from the flatter of the two one-sided differences along each axis, so that a
     depth edge does not pass for a grazing surface.
     """
-    h, w = depth.shape
-    x = ((np.arange(w) - K[0, 2]) / K[0, 0])[None, :]
-    y = ((np.arange(h) - K[1, 2]) / K[1, 1])[:, None]
-    points = np.stack(np.broadcast_arrays(x * depth, y * depth, depth), axis=-1).astype(np.float32)
-    tangents = []
-    for axis in (1, 0):
-        forward = np.diff(points, axis=axis, append=np.take(points, [-1], axis=axis))
-        backward = np.diff(points, axis=axis, prepend=np.take(points, [0], axis=axis))
-        flatter = np.abs(forward[..., 2]) <= np.abs(backward[..., 2])
-        tangents.append(np.where(flatter[..., None], forward, backward))
-    normal = np.cross(tangents[0], tangents[1])
-    ray = np.stack(np.broadcast_arrays(x, y, np.ones_like(x)), axis=-1)
-    cosine = np.abs(np.einsum("hwc,hwc->hw", normal, ray)) / (
-        np.linalg.norm(normal, axis=-1) * np.linalg.norm(ray, axis=-1) + 1e-12)
-    return (depth > 0) & (cosine < np.cos(np.deg2rad(max_angle_deg)))
+    rays = pixel_rays(K, *depth.shape).astype(np.float32)
+    points = rays * depth[..., None].astype(np.float32)
+    normal = np.cross(_flatter_difference(points, axis=1), _flatter_difference(points, axis=0))
+    along_ray = np.einsum("hwc,hwc->hw", normal, rays)
+    squared_norms = np.einsum("hwc,hwc->hw", normal, normal) * np.einsum("hwc,hwc->hw", rays, rays)
+    # |cos| < cos(max angle), compared squared: no square roots
+    return (depth > 0) & (along_ray ** 2 < np.cos(np.deg2rad(max_angle_deg)) ** 2 * squared_norms)
+
+
+def _flatter_difference(points: np.ndarray, axis: int) -> np.ndarray:
+    """Per pixel, the forward or backward difference along ``axis``, whichever changes depth less."""
+    step = np.diff(points, axis=axis)
+    first, last = np.take(step, [0], axis=axis), np.take(step, [-1], axis=axis)
+    forward, backward = np.concatenate([step, last], axis=axis), np.concatenate([first, step], axis=axis)
+    return np.where(np.abs(forward[..., 2:]) <= np.abs(backward[..., 2:]), forward, backward)
 
 
 def smooth_noise(shape: tuple[int, int], correlation_px: float, rng: np.random.Generator) -> np.ndarray:
