@@ -200,7 +200,7 @@ class NodeUnderTest:
         self.starts += 1
         self.harness.log_path = log_path = self.tmp / f"launch{self.starts}.log"
         self.log = open(log_path, "w")
-        cmd = [sys.executable, "-m", "amodal3d_ros.ros.launcher", str(REPO / "launch" / "amodal3d.launch.yaml"),
+        cmd = [sys.executable, "-m", "amodal3d_ros.ros.tools.launcher", str(REPO / "launch" / "amodal3d.launch.yaml"),
                f"namespace:={NS}", f"extra_params_file:={self.params}",
                f"rgb_topic:={CAM}/color/image_raw", f"camera_info_topic:={CAM}/color/camera_info",
                f"depth_topic:={CAM}/depth/image_rect_raw", f"pose_topic:={CAM}/pose"]
