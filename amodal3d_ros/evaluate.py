@@ -32,12 +32,13 @@ MASKS = ("segmenter", "truth")
 METRICS = ("fscore_5mm", "fscore_10mm", "chamfer_mm", "iou", "hidden_recall_10mm", "hidden_chamfer_mm")
 
 
-def build_benchmark(folder: Path, scenes: int, seed: int, progress: bool = True) -> list[Path]:
-    """Render (or reuse) the benchmark scenes: val split, 4 views, 640x480, RGB-D."""
+def build_benchmark(folder: Path, scenes: int, seed: int, progress: bool = True,
+                    sensor: str = "structured_light_v1") -> list[Path]:
+    """Render (or reuse) the benchmark scenes: val split, 4 views, 640x480, RGB-D, depth from ``sensor``."""
     from .synth import SynthConfig
     from .synth.write import generate_dataset
 
-    config = SynthConfig(split="val", n_views=4, n_objects=(3, 6))
+    config = SynthConfig(split="val", n_views=4, n_objects=(3, 6), sensor=sensor)
     generate_dataset(folder, scenes, seed, config, progress=progress)
     return sorted(p for p in folder.iterdir() if (p / "scene.json").is_file())
 
@@ -266,10 +267,14 @@ def plot(report: dict, path: Path, title: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .synth.scenes import SENSORS
+
     parser.add_argument("--bench", type=Path, default=Path("build/benchmark"),
                         help="benchmark folder: scene folders with gt/ (built here if missing)")
     parser.add_argument("--scenes", type=int, default=24, help="scenes to build when the folder is new")
     parser.add_argument("--seed", type=int, default=20261127, help="seed of the benchmark scenes")
+    parser.add_argument("--sensor", choices=SENSORS, default=SENSORS[0],
+                        help="depth model of the benchmark scenes when the folder is new (synth/sensor.py)")
     parser.add_argument("--methods", default="visible,extrusion,hull,learned,truth",
                         help="comma-separated: visible, extrusion, hull, learned, and truth (the true "
                              "shape through the same evidence and meshing: the ceiling of any completion)")
@@ -295,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         return run_real(args)
     args.out = args.out or Path("docs")
     config = pipeline_config(args)
-    scene_dirs = build_benchmark(args.bench, args.scenes, args.seed)
+    scene_dirs = build_benchmark(args.bench, args.scenes, args.seed, sensor=args.sensor)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     views = tuple(int(v) for v in args.views.split(","))
     started = time.time()

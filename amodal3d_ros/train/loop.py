@@ -40,6 +40,7 @@ class DataConfig:
     points_per_sample: int = 2048
     thicken: float = 0.0  # voxels: query points this near the true surface are labelled inside
     procedural_share: Optional[float] = None  # see synth.SynthConfig; None: all sources equally likely
+    sensor: str = "structured_light_v1"  # synth depth model: structured_light_v1 or realsense (synth/sensor.py)
     scenes_per_shard: int = 25
     workers: int = 2
 
@@ -100,7 +101,8 @@ def _generate_shard(args) -> int:
 
     torch.set_num_threads(1)
     synth_cfg = SynthConfig(split=data_cfg.split, n_views=tuple(data_cfg.views), n_objects=tuple(data_cfg.objects),
-                            width=data_cfg.width, height=data_cfg.height, procedural_share=data_cfg.procedural_share)
+                            width=data_cfg.width, height=data_cfg.height, procedural_share=data_cfg.procedural_share,
+                            sensor=data_cfg.sensor)
     samples = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
