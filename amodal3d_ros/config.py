@@ -40,6 +40,7 @@ class SegmentConfig:
     noise_sigmas: float = 2.0  # ... or this many times the support's depth noise there, if more (0: off)
     depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
     color_edge: float = 20.0  # CIE Lab difference of neighbouring pixels that separates objects (0: off)
+    crease_edge: float = 60.0  # degrees the surface turns between pixels 2 apart: an edge between target pixels
     min_object_pixels: int = 150  # smaller segments are noise
     # Depth pixels stepping to both neighbours as steeply as a surface seen this far from face-on are
     # mixed pixels at a depth edge (sensor.py) and count as no measurement (90: keep all).
@@ -173,6 +174,7 @@ class PipelineConfig:
             check(getattr(self.segment, name) > 0, f"segment.{name} must be > 0")
         check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
         check(self.segment.split_valley >= 0, "segment.split_valley must be >= 0")
+        check(self.segment.crease_edge > 0, "segment.crease_edge must be > 0")
         check(self.segment.noise_sigmas >= 0, "segment.noise_sigmas must be >= 0")
         check(0 < self.segment.max_grazing_deg <= 90, "segment.max_grazing_deg must be in (0, 90]")
         check(self.segment.sam_points_per_side >= 1, "segment.sam_points_per_side must be >= 1")

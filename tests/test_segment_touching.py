@@ -138,3 +138,18 @@ def test_far_table_noise_does_not_rise_above_the_support():
     assert 0.015 < floor[-1, 0] < 0.025  # at 1.5 m: about twice the noise there
     assert (height > floor).mean() < 0.05
     assert np.all(rise_above_noise(height, depth, depth > 0, 0.004, sigmas=0.0) == np.float32(0.004))
+
+
+def test_two_target_pixels_split_at_a_crease_where_colour_and_depth_run_on():
+    h, w = 60, 120
+    u = np.arange(w, dtype=np.float32)
+    # Two faces of one colour turned 60 degrees away on either side of a ridge at column 80, no step:
+    # depth steps and chroma give no edge there, the turn of the surface does.
+    row = (0.8 - np.abs(u - 80) * np.tan(np.deg2rad(60)) / 1000).astype(np.float32)
+    frame = Frame(rgb=np.full((h, w, 3), 150, np.uint8), K=np.array([[600.0, 0, w / 2], [0, 600.0, h / 2], [0, 0, 1]]),
+                  depth=np.repeat(row[None], h, axis=0))
+    seeds = [(10, 30), (110, 30)]
+    split = split_between_seeds(np.ones((h, w), np.int32), frame, seeds, SegmentConfig())
+    assert (split[:, :76] == split[30, 10]).all() and (split[:, 84:] == split[30, 110]).all()
+    without = split_between_seeds(np.ones((h, w), np.int32), frame, seeds, SegmentConfig(crease_edge=1e6))
+    assert abs(int((without[30] == without[30, 10]).sum()) - 80) > 10

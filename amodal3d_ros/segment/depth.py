@@ -14,7 +14,7 @@ import numpy as np
 from scipy.ndimage import binary_fill_holes
 
 from ..config import SegmentConfig
-from ..geometry import backproject_to_world
+from ..geometry import backproject, backproject_to_world
 from ..scene import Frame, Target
 from .base import (SUPPORT_LABEL, SceneSegmentation, SegmentedObject, Segmenter, TargetNotFoundError,
                    associate_segments, nearest_label, subsample, support_from_depth)
@@ -345,8 +345,9 @@ def split_between_seeds(regions: np.ndarray, frame: Frame, seeds: Sequence[tuple
 
 
 def edge_strength(frame: Frame, config: SegmentConfig) -> np.ndarray:
-    """Per pixel, the stronger of the depth step and the chroma change to its neighbours, each in
-    units of the threshold that makes it an edge on its own."""
+    """Per pixel, the strongest of the depth step, the chroma change and the crease (the turn of the
+    surface: a can standing on a tin meets it at a right angle) to its neighbours, each in units of
+    the threshold that makes it an edge on its own."""
     depth = frame.depth.astype(np.float32)
     step = np.zeros_like(depth)
     for axis in (0, 1):
@@ -357,7 +358,23 @@ def edge_strength(frame: Frame, config: SegmentConfig) -> np.ndarray:
     for axis in (0, 1):
         d = np.linalg.norm(np.diff(lab[..., 1:], axis=axis, append=np.take(lab[..., 1:], [-1], axis=axis)), axis=2)
         chroma = np.maximum(chroma, d / max(config.color_edge, 1e-6))
-    return np.maximum(step, chroma)
+    normals = surface_normals(frame)
+    crease = np.zeros_like(depth)
+    for axis in (0, 1):
+        cos = np.clip((normals * np.roll(normals, -2, axis=axis)).sum(axis=2), -1.0, 1.0)
+        crease = np.maximum(crease, np.degrees(np.arccos(cos)) / config.crease_edge)
+    crease[frame.depth == 0] = 0.0
+    return np.maximum(np.maximum(step, chroma), crease)
+
+
+def surface_normals(frame: Frame) -> np.ndarray:
+    """(H, W, 3) unit normals of the lightly smoothed depth surface, camera frame (0 without depth)."""
+    points = backproject(cv2.GaussianBlur(frame.depth.astype(np.float32), (5, 5), 0), frame.K)
+    along_u, along_v = np.zeros_like(points), np.zeros_like(points)
+    along_u[:, 1:-1] = points[:, 2:] - points[:, :-2]
+    along_v[1:-1] = points[2:] - points[:-2]
+    normals = np.cross(along_u, along_v)
+    return normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-12)
 
 
 def join_insides(regions: np.ndarray, world: np.ndarray, plane, seeds: Sequence[tuple[int, int]],
