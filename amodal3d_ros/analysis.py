@@ -1,5 +1,6 @@
-"""What the pipeline reports about each completed object besides its shape: its frame and box, what
-of it each view sees and what hides the rest, and how much of its surface the observations back.
+"""What the pipeline reports about each completed object besides its shape: its frame and box, and what
+of it each view sees and what hides the rest. How far each point of its surface can be trusted is
+confidence.py's.
 """
 from __future__ import annotations
 
@@ -94,16 +95,3 @@ def analyse_visibility(frames, poses, segmentation: SceneSegmentation, obj: Segm
             occluders["border"] = occluders.get("border", 0) + int(np.count_nonzero(outside))
     names = sorted(occluders, key=lambda n: -occluders[n])
     return visible, occluded, best_fraction, names
-
-
-def surface_confidence(cloud: np.ndarray, observed: np.ndarray, voxel: float, completer_certainty: float) -> float:
-    """Share of the completed surface backed by observations, the rest trusted as the completer says."""
-    if len(cloud) == 0:
-        return 0.0
-    if len(observed) == 0:
-        return completer_certainty
-    from scipy.spatial import cKDTree
-
-    dist, _ = cKDTree(observed).query(cloud, distance_upper_bound=2 * voxel)
-    backed = float(np.mean(np.isfinite(dist)))
-    return backed + (1.0 - backed) * completer_certainty

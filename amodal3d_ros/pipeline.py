@@ -2,7 +2,7 @@
 
     frames -> poses (given or estimated) -> segment (support, objects, targets) -> fuse (evidence
     grid per object) -> complete (occupancy) -> constrain (observations win) -> mesh -> analyse
-    (visible fraction, occluders, pose, box, confidence: analysis.py)
+    (visible fraction, occluders, pose, box: analysis.py; per-point confidence: confidence.py)
 
 The CLI, the ROS node and the tests all call ``Reconstructor.reconstruct``. Each stage lives in its
 own module; this one only runs them in order.
@@ -16,10 +16,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .analysis import analyse_visibility, object_box, surface_confidence
+from .analysis import analyse_visibility, object_box
 from .complete import Completer, constrain, constraint_grid, make_completer
 from .complete.symmetry import RevolutionAxis, symmetrize
 from .config import PipelineConfig
+from .confidence import SurfaceEvidence
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import transform_points
 from .mesh import mesh_from_occupancy, sample_surface, shrink_unobserved
@@ -145,7 +146,7 @@ class Reconstructor:
         """
         from .stereo import complete_depth
 
-        frames, stereo_warnings = complete_depth(frames, poses)
+        frames, stereo_warnings = complete_depth(frames, poses, self.config.stereo)
         warnings += stereo_warnings
         segmentation, frames = self.rgb_only_segmenter.segment(frames, poses, targets)
         return frames, segmentation
@@ -192,6 +193,11 @@ class Reconstructor:
         """Evidence in, completed world-frame mesh (vertices, faces) and the symmetry axis used out."""
         completer = completer or self.completer
         occupancy, axis = self.complete_evidence(evidence, completer, rgb_only)
+        return *self.mesh_occupancy(occupancy, evidence, completer, rgb_only), axis
+
+    def mesh_occupancy(self, occupancy: np.ndarray, evidence: EvidenceGrid, completer: Completer,
+                       rgb_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A constrained occupancy of ``evidence`` (complete_evidence) in, world-frame vertices and faces out."""
         sigma = self.config.mesh.rgb_only_smooth_sigma if rgb_only else self.config.mesh.smooth_sigma
         # Meshed in the grid frame, where the support is the plane z = 0, then moved to the world once.
         vertices, faces = mesh_from_occupancy(
@@ -208,24 +214,29 @@ class Reconstructor:
             measured_within = 0.5 * constraint_grid(evidence, occupancy.shape[0]).voxel
             vertices = shrink_unobserved(vertices, faces, offset, evidence.visible_points,
                                          blend=measured_within, floor=0.0)
-        return transform_points(evidence.T_world_grid, vertices), faces, axis
+        return transform_points(evidence.T_world_grid, vertices), faces
 
     def _reconstruct_object(self, prepared: "PreparedScene", obj: SegmentedObject,
                             completer: Completer) -> ReconstructedObject:
         frames, poses, segmentation = prepared.frames, prepared.poses, prepared.segmentation
         evidence = prepared.evidence[obj.id]
-        vertices, faces, axis = self.mesh_evidence(evidence, completer, rgb_only=prepared.rgb_only)
+        occupancy, axis = self.complete_evidence(evidence, completer, prepared.rgb_only)
+        vertices, faces = self.mesh_occupancy(occupancy, evidence, completer, prepared.rgb_only)
         if len(faces) == 0:
             raise ValueError("completion produced an empty shape")
         cloud = sample_surface(vertices, faces, self.config.mesh.cloud_points)
         T_world_object, bbox_center, bbox_size = object_box(vertices, evidence.T_world_grid)
         visible, occluded, fraction, occluders = analyse_visibility(
             frames, poses, segmentation, obj, vertices, faces)
-        confidence = surface_confidence(cloud, obj.points, evidence.voxel, completer.certainty())
+        surface = SurfaceEvidence(evidence, occupancy)
+        on_cloud = surface.assess(cloud, completer, prepared.rgb_only)
+        on_vertices = surface.assess(vertices, completer, prepared.rgb_only)
         return ReconstructedObject(
             id=obj.id, label="object", vertices=vertices, faces=faces, cloud=cloud,
             visible_points=obj.points, T_frame_object=T_world_object, bbox_center=bbox_center,
-            bbox_size=bbox_size, visible_fraction=fraction, confidence=confidence,
+            bbox_size=bbox_size, visible_fraction=fraction, confidence=float(on_cloud.confidence.mean()),
+            cloud_confidence=on_cloud.confidence, cloud_observed=on_cloud.observed,
+            vertex_confidence=on_vertices.confidence, vertex_observed=on_vertices.observed,
             views_used=evidence.views_used, occluders=occluders, completion_method=completer.name,
             visible_masks=visible, occlusion_masks=occluded,
             symmetry_axis=None if axis is None else axis.in_frame(evidence.T_world_grid))

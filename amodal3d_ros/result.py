@@ -17,12 +17,27 @@ RESULT_FORMAT_VERSION = 1
 _OBJECT_FILE = re.compile(r"objects/(?!\.\.?$)[^/\\\x00]+")
 
 
-def point_cloud_ply(points: np.ndarray) -> bytes:
-    """Binary little-endian PLY of xyz float32 vertices (empty clouds too, which trimesh refuses)."""
-    pts = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+# The per-point ``confidence`` of completed surfaces: the probability of lying within this distance of the
+# true surface (metres). The outputs' contract; confidence.py computes it.
+CONFIDENCE_TOLERANCE = 0.005
+_PLY_TYPES = {np.dtype("<f4"): "float", np.dtype("u1"): "uchar"}
+
+
+def point_cloud_ply(points: np.ndarray, **properties: np.ndarray) -> bytes:
+    """Binary little-endian PLY of xyz float32 vertices plus extra per-vertex ``properties`` (name=array,
+    float32 or uint8), which readers of xyz alone skip; empty clouds too, which trimesh refuses."""
+    pts = np.asarray(points, dtype="<f4").reshape(-1, 3)
+    columns = {"x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}
+    for name, values in properties.items():
+        values = np.asarray(values).reshape(len(pts))
+        columns[name] = values.astype("u1" if values.dtype in (np.bool_, np.uint8) else "<f4")
+    record = np.empty(len(pts), dtype=[(name, values.dtype) for name, values in columns.items()])
+    for name, values in columns.items():
+        record[name] = values
     header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(pts)}\n"
-              "property float x\nproperty float y\nproperty float z\nend_header\n")
-    return header.encode("ascii") + pts.tobytes()
+              + "".join(f"property {_PLY_TYPES[values.dtype]} {name}\n" for name, values in columns.items())
+              + "end_header\n")
+    return header.encode("ascii") + record.tobytes()
 
 
 @dataclass
@@ -37,7 +52,7 @@ class ReconstructedObject:
     bbox_center: np.ndarray  # (3,) in the object frame
     bbox_size: np.ndarray  # (3,) metres, along the object frame's axes
     visible_fraction: float  # observed share of the object's projection in its best view
-    confidence: float  # 0..1, share of the completed surface backed by evidence
+    confidence: float  # 0..1, the mean of cloud_confidence: the expected share of the surface within tolerance
     views_used: int
     occluders: list[str] = field(default_factory=list)  # other object ids, "support", "border", "no_depth"
     completion_method: str = ""
@@ -47,14 +62,33 @@ class ReconstructedObject:
     # (2, 3): a point on the support and the unit direction (up) of the vertical axis the completion was
     # pooled about, when the object was found rotationally symmetric (complete/symmetry.py); else None
     symmetry_axis: Optional[np.ndarray] = None
+    # Per point of ``cloud`` and per vertex (confidence.py): the probability of lying within
+    # CONFIDENCE_TOLERANCE of the true surface, and whether it lies on the measured surface (True) or was
+    # inferred. None where not assessed (e.g. an object read back from a message without them).
+    cloud_confidence: Optional[np.ndarray] = None  # (P,) float32
+    cloud_observed: Optional[np.ndarray] = None  # (P,) bool
+    vertex_confidence: Optional[np.ndarray] = None  # (N,) float32
+    vertex_observed: Optional[np.ndarray] = None  # (N,) bool
+
+    def cloud_properties(self) -> dict[str, np.ndarray]:
+        """The cloud's per-point fields beyond xyz, by name: ``confidence`` (float32), ``observed`` (bool)."""
+        return _present({"confidence": self.cloud_confidence, "observed": self.cloud_observed}, len(self.cloud))
+
+    def vertex_properties(self) -> dict[str, np.ndarray]:
+        """The mesh's per-vertex fields beyond xyz, by name, as for the cloud."""
+        return _present({"confidence": self.vertex_confidence, "observed": self.vertex_observed}, len(self.vertices))
 
     def file_contents(self, fmt: str = "ply") -> dict[str, bytes]:
         """File name suffix -> content: the mesh ``.<fmt>``, ``_cloud.ply`` and ``_visible.ply``."""
         import trimesh
 
-        mesh = trimesh.Trimesh(self.vertices, self.faces, process=False).export(file_type=fmt)
-        return {f".{fmt}": mesh.encode() if isinstance(mesh, str) else mesh,
-                "_cloud.ply": point_cloud_ply(self.cloud), "_visible.ply": point_cloud_ply(self.visible_points)}
+        mesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        for name, values in self.vertex_properties().items():  # PLY vertex properties (other formats drop them)
+            mesh.vertex_attributes[name] = values.astype(np.uint8 if values.dtype == bool else np.float32)
+        data = mesh.export(file_type=fmt)
+        return {f".{fmt}": data.encode() if isinstance(data, str) else data,
+                "_cloud.ply": point_cloud_ply(self.cloud, **self.cloud_properties()),
+                "_visible.ply": point_cloud_ply(self.visible_points)}
 
     def write(self, folder: Path, fmt: str = "ply") -> list[Path]:
         """Write ``<id>.<fmt>`` (mesh), ``<id>_cloud.ply`` and ``<id>_visible.ply`` into ``folder``, each atomically."""
@@ -63,6 +97,15 @@ class ReconstructedObject:
         folder.mkdir(parents=True, exist_ok=True)
         return [safe_io.atomic_write(folder / f"{self.id}{suffix}", data)
                 for suffix, data in self.file_contents(fmt).items()]
+
+
+def _present(named: dict[str, Optional[np.ndarray]], count: int) -> dict[str, np.ndarray]:
+    """The arrays that are there, flat, each checked to hold one value per point."""
+    present = {name: np.asarray(values).reshape(-1) for name, values in named.items() if values is not None}
+    for name, values in present.items():
+        if len(values) != count:
+            raise ValueError(f"per-point '{name}' has {len(values)} values for {count} points")
+    return present
 
 
 def checked_ids(objects: list[ReconstructedObject]) -> None:
@@ -150,6 +193,11 @@ class Reconstruction:
                 "seconds": round(float(obj.seconds), 4),
                 "label": obj.label,
                 "confidence": round(float(obj.confidence), 4),
+                # Extra vertex properties of the PLY files named above (beyond x, y, z).
+                "cloud_properties": list(obj.cloud_properties()),
+                "mesh_vertex_properties": list(obj.vertex_properties()),
+                "observed_share": None if obj.cloud_observed is None or not len(obj.cloud_observed)
+                else round(float(np.mean(obj.cloud_observed)), 4),
                 "occluders": list(obj.occluders),
                 "completion_method": obj.completion_method,
                 "T_frame_object": np.asarray(obj.T_frame_object).round(6).tolist(),
@@ -162,6 +210,7 @@ class Reconstruction:
         return {
             "version": RESULT_FORMAT_VERSION,
             "frame": self.frame_id,
+            "confidence_tolerance_m": CONFIDENCE_TOLERANCE,
             "objects": entries,
             "seconds_total": round(float(self.seconds_total), 4),
             "poses_estimated": self.poses_estimated,
