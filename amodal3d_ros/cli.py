@@ -36,20 +36,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The YAML (``--config``), then ``--set``, then the shortcut options, validated."""
     base = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
-    flat = base.to_flat_dict()
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        if key not in flat:
-            raise ConfigError(f"--set: unknown configuration key '{key}'")
-        flat[key] = value
-    for key, value in (("device", args.device), ("complete.method", args.method),
-                       ("segment.method", args.segmenter), ("segment.sam_checkpoint", args.sam_checkpoint)):
-        if value:
-            flat[key] = value
-    return PipelineConfig.from_flat_dict(flat)
+    shortcuts = {"device": args.device, "complete.method": args.method, "segment.method": args.segmenter,
+                 "segment.sam_checkpoint": args.sam_checkpoint}
+    return base.with_overrides(args.set, {key: value for key, value in shortcuts.items() if value})
 
 
 # ---------------------------------------------------------------------- reconstruct

@@ -1,21 +1,23 @@
-"""One configuration schema for the CLI, the ROS node's parameters and the YAML files in config/.
+"""The pipeline's settings: one dataclass per stage, nested in ``PipelineConfig``.
 
-Each stage has a small dataclass; ``PipelineConfig`` nests them. ``to_flat_dict`` gives dotted
-keys (``fuse.voxels``) that the node declares as ROS parameters, ``from_flat_dict`` reads them
-back, and ``validate`` names every bad value.
+Declared with the schema of :mod:`amodal3d_ros.schema` (default, description, allowed values), so
+the CLI (``--config``, ``--set fuse.voxels=48``), the ROS node (parameters ``pipeline.*``) and the
+YAML files read them through the same loader and validator. Defaults live here only.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
+from .schema import ConfigError, Range, Schema, read_yaml, section, setting
 
+__all__ = ["CompleteConfig", "ConfigError", "FuseConfig", "MeshConfig", "PipelineConfig", "PoseConfig",
+           "SegmentConfig", "StereoConfig", "changed_settings"]
 
-class ConfigError(ValueError):
-    """A configuration value that is missing, unknown or out of range."""
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+COMPLETION_METHODS = ("learned", "extrusion", "hull", "visible")
 
 
 def changed_settings(recorded: dict, wanted: dict, defaults: dict) -> list[str]:
@@ -29,216 +31,163 @@ def changed_settings(recorded: dict, wanted: dict, defaults: dict) -> list[str]:
 
 
 @dataclass
-class SegmentConfig:
-    method: str = "depth"  # "depth" (no weights) or "sam" (segment-anything checkpoint)
-    sam_checkpoint: str = ""  # path to a vit_b / vit_l / vit_h checkpoint (method "sam")
-    sam_model_type: str = "vit_b"
-    sam_points_per_side: int = 16  # RGB-only views: grid of prompts for SAM's automatic masks
-    sam_min_quality: float = 0.85  # RGB-only views: least predicted IoU and stability of an automatic mask
-    plane_distance: float = 0.008  # m, RANSAC inlier distance for the support plane
-    min_height: float = 0.004  # m above the support plane for a point to belong to an object
-    noise_sigmas: float = 2.0  # ... or this many times the support's depth noise there, if more (0: off)
-    depth_edge: float = 0.012  # depth jump, as a fraction of the depth, that separates objects
-    color_edge: float = 20.0  # CIE Lab difference of neighbouring pixels that separates objects (0: off)
-    crease_edge: float = 60.0  # degrees the surface turns between pixels 2 apart: an edge between target pixels
-    min_object_pixels: int = 150  # smaller segments are noise
-    # Depth pixels stepping to both neighbours as steeply as a surface seen this far from face-on are
-    # mixed pixels at a depth edge (sensor.py) and count as no measurement (90: keep all).
-    max_grazing_deg: float = 85.0
-    split_valley: float = 0.02  # m: a region is split where it dips this far between two peaks (0: never)
-    max_object_size: float = 0.5  # m, larger clusters are not graspable objects
-    association_distance: float = 0.015  # m, depth agreement of one object seen from two views
+class SegmentConfig(Schema):
+    method: str = setting("depth", "segmentation backend: depth (no weights) or sam (segment-anything, needs "
+                          "sam_checkpoint)", choices=("depth", "sam"))
+    sam_checkpoint: str = setting("", "path to a segment-anything vit_b / vit_l / vit_h checkpoint (method sam)")
+    sam_model_type: str = setting("vit_b", "segment-anything model of sam_checkpoint",
+                                  choices=("vit_b", "vit_l", "vit_h"))
+    sam_points_per_side: int = setting(16, "RGB-only views: grid of prompts for SAM's automatic masks",
+                                       range=Range(1))
+    sam_min_quality: float = setting(0.85, "RGB-only views: least predicted IoU and stability of an automatic "
+                                     "mask", range=Range(0, 1))
+    plane_distance: float = setting(0.008, "m, RANSAC inlier distance for the support plane", range=POSITIVE)
+    min_height: float = setting(0.004, "m above the support plane for a point to belong to an object",
+                                range=POSITIVE)
+    noise_sigmas: float = setting(2.0, "... or this many times the support's depth noise there, if more (0: off)",
+                                  range=NON_NEGATIVE)
+    depth_edge: float = setting(0.012, "depth jump, as a fraction of the depth, that separates objects",
+                                range=POSITIVE)
+    color_edge: float = setting(20.0, "CIE Lab difference of neighbouring pixels that separates objects (0: off)",
+                                range=NON_NEGATIVE)
+    crease_edge: float = setting(60.0, "deg the surface turns between pixels 2 apart: an edge between target "
+                                 "pixels", range=POSITIVE)
+    min_object_pixels: int = setting(150, "px, smaller segments are noise", range=Range(1))
+    max_grazing_deg: float = setting(85.0, "deg: depth pixels stepping to both neighbours as steeply as a surface "
+                                     "seen this far from face-on are mixed pixels at a depth edge (sensor.py) "
+                                     "and count as no measurement (90: keep all)", range=Range(0, 90, low_open=True))
+    split_valley: float = setting(0.02, "m: a region is split where it dips this far between two peaks (0: never)",
+                                  range=NON_NEGATIVE)
+    max_object_size: float = setting(0.5, "m, larger clusters are not graspable objects", range=POSITIVE)
+    association_distance: float = setting(0.015, "m, depth agreement of one object seen from two views",
+                                          range=POSITIVE)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.method == "sam" and not self.sam_checkpoint:
+            return [("sam_checkpoint", "must be set for method 'sam' (a path to a SAM .pth file)")]
+        return []
 
 
 @dataclass
-class PoseConfig:
-    method: str = "auto"  # "auto": given poses when present, else "registration"
-    voxel: float = 0.01  # m, downsampling for registration
-    min_fitness: float = 0.3  # registration overlap below which a view is reported as weak (it is kept)
+class PoseConfig(Schema):
+    method: str = setting("auto", "camera poses: given (from the input), registration (estimated from RGB-D) or "
+                          "auto (given when present, else registration)", choices=("auto", "given", "registration"))
+    voxel: float = setting(0.01, "m, downsampling for registration", range=POSITIVE)
+    min_fitness: float = setting(0.3, "registration overlap below which a view is reported as weak (it is kept)",
+                                 range=Range(0, 1))
 
 
 @dataclass
-class FuseConfig:
-    voxels: int = 32  # evidence grid cells along each axis (a multiple of 8 for the learned model)
-    margin: float = 0.35  # grid extends the visible extent by this fraction for hidden parts
-    min_margin: float = 0.05  # m, at least this much room around the visible points (chosen on validation scenes)
-    surface_band: float = 1.5  # voxels, |sdf| band counted as observed surface
-    min_voxel: float = 0.002  # m
-    max_voxel: float = 0.02  # m
-    # The measured surface and seen-through space are also fused on a grid this many times finer
-    # (1: not), which the constraints use when meshing at that resolution (complete.resolution 64 =
-    # 2 x 32; at other resolutions it is not fused and the coarse grid is resampled as before):
-    # cells of the meshing grid keep their own votes instead of sharing a coarse cell's (measured in
-    # docs/BENCHMARKS.md).
-    constraint_factor: int = 2
+class StereoConfig(Schema):
+    """Multi-view plane-sweep stereo of RGB-only views (stereo/sweep.py)."""
+    scale: float = setting(0.5, "working resolution relative to the image", range=Range(0, 1, low_open=True))
+    coarse_scale: float = setting(0.25, "resolution of the full-range sweep relative to the image",
+                                  range=Range(0, 1, low_open=True))
+    window: int = setting(9, "px, ZNCC box window at the working resolution", range=Range(1))
+    coarse_window: int = setting(7, "px, ZNCC box window of the coarse sweep", range=Range(1))
+    step_px: float = setting(1.0, "px, largest image motion in any source between two hypotheses (coarse level)",
+                             range=POSITIVE)
+    max_planes: int = setting(400, "most depth hypotheses of the coarse sweep", range=Range(16))
+    refine_band: int = setting(6, "fine hypotheses on each side of the coarse depth", range=Range(1))
+    refine_step_px: float = setting(0.5, "px, image motion between two fine hypotheses", range=POSITIVE)
+    top_k: int = setting(2, "source views averaged per hypothesis (the best ones)", range=Range(1))
+    min_score: float = setting(0.5, "least ZNCC of the winning hypothesis", range=Range(-1, 1))
+    min_margin: float = setting(0.0, "least ZNCC margin of the winner over the best hypothesis away from its peak",
+                                range=NON_NEGATIVE)
+    min_texture: float = setting(0.8, "least grey-level standard deviation over the window", range=NON_NEGATIVE)
+    min_epipolar_texture: float = setting(0.0, "px^-1, least RMS grey-level gradient along the epipolar lines",
+                                          range=NON_NEGATIVE)
+    near: float = setting(0.1, "m, nearest depth considered", range=POSITIVE)
+    far: float = setting(6.0, "m, farthest depth considered", range=POSITIVE)
+    range_factors: tuple[float, float] = setting(
+        (0.35, 3.5), "depth range swept, as factors of the depth where the optical axes meet", range=POSITIVE)
+    max_angle_deg: float = setting(80.0, "deg, source views whose optical axis turns further away are not used",
+                                   range=Range(0, 180, low_open=True))
+    min_baseline: float = setting(0.02, "m, source views nearer than this to the reference are not used",
+                                  range=NON_NEGATIVE)
+    edge_jump: float = setting(0.02, "relative depth change between neighbours treated as a jump (not filled)",
+                               range=POSITIVE)
+    consistency: float = setting(0.01, "relative depth agreement of two views for the cross-check",
+                                 range=NON_NEGATIVE)
+    consistency_px: float = setting(2.0, "px (full resolution), reprojection distance allowed by the cross-check "
+                                    "(0: not checked)", range=NON_NEGATIVE)
+    min_consistent: int = setting(1, "other views that must agree with a depth for it to be kept", range=Range(1))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.near >= self.far:
+            found.append(("near", f"must be < far ({self.far}), got {self.near}"))
+        if self.range_factors[0] >= self.range_factors[1]:
+            found.append(("range_factors", f"must be increasing, got {list(self.range_factors)}"))
+        return found
 
 
 @dataclass
-class CompleteConfig:
-    method: str = "learned"  # "learned" (shipped model), "extrusion", "hull", "visible"
-    # RGB-only views: their evidence is a visual hull, not what the model was trained on, and
-    # extrusion measured as good there at a quarter of the time (docs/BENCHMARKS.md); "" = ``method``
-    rgb_only_method: str = "extrusion"
-    weights: str = ""  # empty: the shipped model
-    resolution: int = 64  # occupancy queries along each axis at meshing time
-    threshold: float = 0.5
-    # Learned model only: ask it about the evidence turned by 1, 2 or 4 quarter turns about the vertical
-    # and average: more turns, a little more accuracy for more time on a CPU (docs/BENCHMARKS.md); on a
-    # GPU, where the turns are one batch, 4 costs little.
-    rotations: int = 2
-    # Average every completion over turns about the object's vertical axis when its measured surface
-    # is a surface of revolution (cans, fruit, mugs) and the result agrees with the observations
-    # (complete/symmetry.py). Depth views only. Measured on two validation sets in docs/BENCHMARKS.md.
-    symmetry: bool = True
+class FuseConfig(Schema):
+    voxels: int = setting(32, "evidence grid cells along each axis (a multiple of 8 for the learned model)",
+                          range=Range(8, 128, step=8))
+    margin: float = setting(0.35, "the grid extends the visible extent by this fraction for hidden parts",
+                            range=Range(0, 2))
+    min_margin: float = setting(0.05, "m, at least this much room around the visible points", range=NON_NEGATIVE)
+    surface_band: float = setting(1.5, "voxels, |sdf| band counted as observed surface", range=POSITIVE)
+    min_voxel: float = setting(0.002, "m, smallest grid cell", range=POSITIVE)
+    max_voxel: float = setting(0.02, "m, largest grid cell", range=POSITIVE)
+    constraint_factor: int = setting(
+        2, "the measured surface and seen-through space are also fused on a grid this many times finer (1: not), "
+        "which the constraints use when meshing at that resolution (complete.resolution = voxels x this); cells "
+        "of the meshing grid then keep their own votes instead of sharing a coarse cell's", range=Range(1, 4))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.min_voxel > self.max_voxel:
+            return [("min_voxel", f"must be <= max_voxel ({self.max_voxel}), got {self.min_voxel}")]
+        return []
 
 
 @dataclass
-class MeshConfig:
-    cloud_points: int = 4096  # completed-surface samples per object
-    # Evidence-grid voxels of Gaussian smoothing of occupancy before marching cubes. 0.3 on validation
-    # scenes: 0.6 erased thin walls and plates (docs/BENCHMARKS.md); 0 and 0.15 were no better.
-    smooth_sigma: float = 0.3
-    # RGB-only views: visual-hull evidence is ragged, and 0.6 measured better there (docs/BENCHMARKS.md).
-    rgb_only_smooth_sigma: float = 0.6
+class CompleteConfig(Schema):
+    method: str = setting("learned", "completion: learned (the shipped model), extrusion, hull or visible",
+                          choices=COMPLETION_METHODS)
+    rgb_only_method: str = setting(
+        "extrusion", "completion of RGB-only views, whose evidence is a visual hull, not what the model was "
+        "trained on ('': method; docs/BENCHMARKS.md)", choices=("", *COMPLETION_METHODS))
+    weights: str = setting("", "learned model weights (.safetensors); '': the shipped model")
+    resolution: int = setting(64, "occupancy queries along each axis at meshing time", range=Range(16, 256))
+    threshold: float = setting(0.5, "occupancy above which a point is inside",
+                               range=Range(0, 1, low_open=True, high_open=True))
+    rotations: int = setting(2, "learned model: quarter turns about the vertical it is asked about and averaged "
+                             "over (more: a little more accuracy for more time on a CPU; on a GPU the turns are "
+                             "one batch)", choices=(1, 2, 4))
+    symmetry: bool = setting(True, "average every completion over turns about the object's vertical axis when "
+                             "its measured surface is a surface of revolution (cans, fruit, mugs) and the result "
+                             "agrees with the observations (complete/symmetry.py; depth views only)")
 
 
 @dataclass
-class PipelineConfig:
-    device: str = "auto"  # "auto", "cpu" or "cuda"
-    segment: SegmentConfig = field(default_factory=SegmentConfig)
-    poses: PoseConfig = field(default_factory=PoseConfig)
-    fuse: FuseConfig = field(default_factory=FuseConfig)
-    complete: CompleteConfig = field(default_factory=CompleteConfig)
-    mesh: MeshConfig = field(default_factory=MeshConfig)
+class MeshConfig(Schema):
+    cloud_points: int = setting(4096, "completed-surface samples per object", range=Range(16))
+    smooth_sigma: float = setting(0.3, "evidence-grid voxels of Gaussian smoothing of occupancy before marching "
+                                  "cubes (more erases thin walls and plates; docs/BENCHMARKS.md)",
+                                  range=NON_NEGATIVE)
+    rgb_only_smooth_sigma: float = setting(0.6, "the same for RGB-only views, whose visual-hull evidence is ragged",
+                                           range=NON_NEGATIVE)
 
-    # ------------------------------------------------------------------ conversions
-    def to_flat_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
 
-        def walk(obj, prefix):
-            for f in dataclasses.fields(obj):
-                value = getattr(obj, f.name)
-                if dataclasses.is_dataclass(value):
-                    walk(value, f"{prefix}{f.name}.")
-                else:
-                    out[f"{prefix}{f.name}"] = value
-
-        walk(self, "")
-        return out
+@dataclass
+class PipelineConfig(Schema):
+    device: str = setting("auto", "where models run: auto (cuda when torch sees one), cpu, cuda or cuda:N")
+    segment: SegmentConfig = section(SegmentConfig, "segmentation: support plane, objects, targets (segment/)")
+    poses: PoseConfig = section(PoseConfig, "camera poses: given or registered (poses/)")
+    stereo: StereoConfig = section(StereoConfig, "RGB-only views: plane-sweep stereo for the support (stereo/)")
+    fuse: FuseConfig = section(FuseConfig, "per-object evidence grid (fuse/)")
+    complete: CompleteConfig = section(CompleteConfig, "completion of the hidden parts (complete/)")
+    mesh: MeshConfig = section(MeshConfig, "meshing and surface samples (mesh.py)")
 
     @classmethod
-    def from_flat_dict(cls, flat: dict[str, Any]) -> "PipelineConfig":
-        nested: dict[str, Any] = {}
-        for key, value in flat.items():
-            parts = key.split(".")
-            d = nested
-            for p in parts[:-1]:
-                d = d.setdefault(p, {})
-            d[parts[-1]] = value
-        return cls.from_dict(nested)
+    def from_yaml(cls, path: str | Path, section_name: str = "pipeline") -> "PipelineConfig":
+        """A plain YAML of pipeline keys, or a ROS 2 parameter file of the node (its ``pipeline`` section)."""
+        return cls.from_dict(read_yaml(path, section_name))
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "PipelineConfig":
-        config = cls()
-        _update(config, data or {}, "")
-        config.validate()
-        return config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        # Accept both a plain mapping and a ROS 2 parameter file (node: ros__parameters: ...).
-        data = _strip_ros_parameters(data)
-        data = data.get("pipeline", data)
-        return cls.from_dict(data)
-
-    def validate(self) -> None:
-        errors = []
-
-        def check(ok: bool, message: str):
-            if not ok:
-                errors.append(message)
-
-        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-              f"device must be auto, cpu or cuda[:N], got '{self.device}'")
-        check(self.segment.method in ("depth", "sam"), f"segment.method must be depth or sam, got '{self.segment.method}'")
-        check(self.segment.sam_model_type in ("vit_b", "vit_l", "vit_h"),
-              f"segment.sam_model_type must be vit_b, vit_l or vit_h, got '{self.segment.sam_model_type}'")
-        check(self.segment.method != "sam" or bool(self.segment.sam_checkpoint),
-              "segment.method 'sam' needs segment.sam_checkpoint (a path to a SAM .pth file)")
-        for name in ("plane_distance", "min_height", "depth_edge", "max_object_size", "association_distance"):
-            check(getattr(self.segment, name) > 0, f"segment.{name} must be > 0")
-        check(self.segment.min_object_pixels >= 1, "segment.min_object_pixels must be >= 1")
-        check(self.segment.split_valley >= 0, "segment.split_valley must be >= 0")
-        check(self.segment.crease_edge > 0, "segment.crease_edge must be > 0")
-        check(self.segment.noise_sigmas >= 0, "segment.noise_sigmas must be >= 0")
-        check(0 < self.segment.max_grazing_deg <= 90, "segment.max_grazing_deg must be in (0, 90]")
-        check(self.segment.sam_points_per_side >= 1, "segment.sam_points_per_side must be >= 1")
-        check(0.0 <= self.segment.sam_min_quality <= 1.0, "segment.sam_min_quality must be in [0, 1]")
-        check(self.poses.method in ("auto", "given", "registration"),
-              f"poses.method must be auto, given or registration, got '{self.poses.method}'")
-        check(8 <= self.fuse.voxels <= 128 and self.fuse.voxels % 8 == 0,
-              f"fuse.voxels must be a multiple of 8 in [8, 128], got {self.fuse.voxels}")
-        check(0 <= self.fuse.margin <= 2, f"fuse.margin must be in [0, 2], got {self.fuse.margin}")
-        check(0 < self.fuse.min_voxel <= self.fuse.max_voxel, "fuse.min_voxel must be > 0 and <= fuse.max_voxel")
-        check(self.complete.method in ("learned", "extrusion", "hull", "visible"),
-              f"complete.method must be learned, extrusion, hull or visible, got '{self.complete.method}'")
-        check(16 <= self.complete.resolution <= 256, f"complete.resolution must be in [16, 256], got {self.complete.resolution}")
-        check(0 < self.complete.threshold < 1, "complete.threshold must be in (0, 1)")
-        check(self.fuse.constraint_factor in (1, 2, 3, 4),
-              f"fuse.constraint_factor must be 1, 2, 3 or 4, got {self.fuse.constraint_factor}")
-        check(self.complete.rotations in (1, 2, 4), f"complete.rotations must be 1, 2 or 4, got {self.complete.rotations}")
-        check(self.mesh.cloud_points >= 16, "mesh.cloud_points must be >= 16")
-        check(self.mesh.smooth_sigma >= 0, "mesh.smooth_sigma must be >= 0")
-        check(self.mesh.rgb_only_smooth_sigma >= 0, "mesh.rgb_only_smooth_sigma must be >= 0")
-        if errors:
-            raise ConfigError("invalid configuration: " + "; ".join(errors))
-
-
-def _strip_ros_parameters(data: dict) -> dict:
-    if isinstance(data, dict) and len(data) == 1:
-        (only,) = data.values()
-        if isinstance(only, dict) and "ros__parameters" in only:
-            return only["ros__parameters"]
-    return data
-
-
-def _update(obj, data: dict, prefix: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"unknown configuration key '{prefix}{key}' (known: {', '.join(sorted(names))})")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            _update(current, value, f"{prefix}{key}.")
-            continue
-        setattr(obj, key, _coerce(value, type(current), f"{prefix}{key}"))
-
-
-def _coerce(value, kind: type, name: str):
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        if kind is str:
-            return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'{name}' must be {kind.__name__}, got {value!r}") from exc
-    return value
+    def problems(self) -> list[tuple[str, str]]:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            return [("device", f"must be auto, cpu or cuda[:N], got '{self.device}'")]
+        return []

@@ -10,11 +10,9 @@ from geometry_msgs.msg import Pose  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from amodal3d_ros.config import ConfigError  # noqa: E402
 from amodal3d_ros.result import ReconstructedObject  # noqa: E402
 from amodal3d_ros.ros import conversions as conv  # noqa: E402
 from amodal3d_ros.ros.keyframes import KeyframeParams, KeyframeSelector, new_area_fraction  # noqa: E402
-from amodal3d_ros.ros.settings import all_parameter_defaults, split_parameters  # noqa: E402
 from amodal3d_ros.ros.sync import ApproximateTimeSync  # noqa: E402
 from amodal3d_ros.scene import Frame, read_scene  # noqa: E402
 
@@ -286,15 +284,3 @@ def test_keyframe_params_validation():
     with pytest.raises(ValueError, match="keyframes.max"):
         KeyframeSelector(KeyframeParams(max_keyframes=0))
 
-
-# ---------------------------------------------------------------- node settings
-def test_settings_defaults_and_errors():
-    values = all_parameter_defaults()
-    assert "pipeline.fuse.voxels" in values and "keyframes.max" in values
-    settings, config = split_parameters(values)
-    assert settings.trigger_mode == "service" and config.fuse.voxels == values["pipeline.fuse.voxels"]
-    bad = dict(values, **{"trigger.mode": "sometimes", "pipeline.fuse.voxels": 3, "keyframes.max": 0})
-    with pytest.raises(ConfigError) as err:
-        split_parameters(bad)
-    msg = str(err.value)
-    assert "trigger.mode" in msg and "fuse.voxels" in msg and "keyframes.max" in msg

@@ -21,31 +21,29 @@ import numpy as np
 
 from amodal3d_ros.geometry import backproject, invert, project, transform_points
 from amodal3d_ros.scene import Frame
+from amodal3d_ros.schema import Range, Schema, setting
+
+
+# The new-area test looks at every NEW_AREA_STRIDE-th pixel; depths agree within
+# max(NEW_AREA_DEPTH_TOLERANCE m, 3 % of the depth).
+NEW_AREA_STRIDE = 8
+NEW_AREA_DEPTH_TOLERANCE = 0.02
 
 
 @dataclass
-class KeyframeParams:
-    max_keyframes: int = 8
-    min_translation: float = 0.05  # m
-    min_rotation: float = 10.0  # deg
-    min_new_area: float = 0.15  # fraction of valid depth pixels
-    min_image_change: float = 0.03  # unposed: mean abs grey difference of thumbnails, 0..1
-    min_interval: float = 0.0  # s between keyframes
-    depth_tolerance: float = 0.02  # m (grows with z: max(tol, 0.03 z))
-    stride: int = 8  # pixel stride of the new-area test
-
-    def validate(self) -> list[str]:
-        errors = []
-        if self.max_keyframes < 1:
-            errors.append(f"keyframes.max must be >= 1, got {self.max_keyframes}")
-        for name in ("min_translation", "min_rotation", "min_new_area", "min_image_change", "min_interval"):
-            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                errors.append(f"keyframes.{name} must be a finite value >= 0, got {getattr(self, name)}")
-        if not 0 <= self.min_new_area <= 1:
-            errors.append(f"keyframes.min_new_area must be in [0, 1], got {self.min_new_area}")
-        if not 0 <= self.min_image_change <= 1:
-            errors.append(f"keyframes.min_image_change must be in [0, 1], got {self.min_image_change}")
-        return errors
+class KeyframeParams(Schema):
+    """The node's ``keyframes.*`` parameters."""
+    max_keyframes: int = setting(8, "largest number of keyframes kept (oldest evicted when full)", key="max",
+                                 range=Range(1))
+    min_translation: float = setting(0.05, "m, camera motion from every keyframe that makes a new keyframe",
+                                     range=Range(0))
+    min_rotation: float = setting(10.0, "deg, camera rotation from every keyframe that makes a new keyframe",
+                                  range=Range(0))
+    min_new_area: float = setting(0.15, "fraction of depth pixels unseen by all keyframes that makes a new keyframe",
+                                  range=Range(0, 1))
+    min_image_change: float = setting(0.03, "unposed mode: mean grey-level change (0..1) that makes a new keyframe",
+                                      range=Range(0, 1))
+    min_interval: float = setting(0.0, "s, least time between two keyframes", range=Range(0))
 
 
 @dataclass
@@ -70,7 +68,8 @@ def pose_change(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(d[:3, 3])), float(np.degrees(np.arccos(cos)))
 
 
-def new_area_fraction(frame: Frame, keyframes: list[Frame], stride: int = 8, tolerance: float = 0.02) -> float:
+def new_area_fraction(frame: Frame, keyframes: list[Frame], stride: int = NEW_AREA_STRIDE,
+                      tolerance: float = NEW_AREA_DEPTH_TOLERANCE) -> float:
     """Share of ``frame``'s valid depth pixels that no keyframe saw (posed frames with depth)."""
     if frame.depth is None or frame.T_world_camera is None:
         return 1.0
@@ -103,9 +102,7 @@ class KeyframeSelector:
 
     def __init__(self, params: Optional[KeyframeParams] = None):
         self.params = params or KeyframeParams()
-        errors = self.params.validate()
-        if errors:
-            raise ValueError("; ".join(errors))
+        self.params.validate(prefix="keyframes.")  # ConfigError (a ValueError) naming the node's parameter
         self.keyframes: list[Keyframe] = []
         self.accepted_total = 0
         self.evicted_total = 0
@@ -136,9 +133,7 @@ class KeyframeSelector:
 
     def reconfigure(self, params: KeyframeParams) -> None:
         """New selection parameters; a smaller ``max_keyframes`` evicts the oldest keyframes now."""
-        errors = params.validate()
-        if errors:
-            raise ValueError("; ".join(errors))
+        params.validate(prefix="keyframes.")
         with self._lock:
             self.params = params
             self._evict_overflow()
@@ -181,7 +176,7 @@ class KeyframeSelector:
             if moved:
                 return True, f"camera moved (>= {dt:.3f} m or >= {dr:.1f} deg from every keyframe)"
             if frame.depth is not None:
-                area = new_area_fraction(frame, [k.frame for k in kfs], p.stride, p.depth_tolerance)
+                area = new_area_fraction(frame, [k.frame for k in kfs])
                 if area >= p.min_new_area:
                     return True, f"{area:.0%} newly seen area"
                 return False, f"little new: moved {dt:.3f} m / {dr:.1f} deg, {area:.0%} new area"

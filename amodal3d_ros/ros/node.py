@@ -17,17 +17,19 @@ Topic / parameter / service tables: README, section "ROS 2 node".
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 import traceback
 from typing import Optional
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from amodal3d_ros.config import ConfigError, PipelineConfig
+from amodal3d_ros.config import ConfigError
 from amodal3d_ros.ros.diagnostics import Diagnostics, NodeStatus
 from amodal3d_ros.ros.inputs import CameraInputs
 from amodal3d_ros.ros.jobs import AutoTrigger, JobRefused, ReconstructionRequest, ReconstructionWorker
@@ -37,9 +39,9 @@ from amodal3d_ros.ros.outputs import ResultPublishers
 from amodal3d_ros.ros.process import RosProcess
 from amodal3d_ros.ros.prompts import PromptBook
 from amodal3d_ros.ros.services import NodeServices, save_meshes
-from amodal3d_ros.ros.settings import (NODE_PARAMETERS, READ_ONLY_PARAMETERS, all_parameter_defaults, apply_changes,
-                                       split_parameters)
+from amodal3d_ros.ros.settings import NodeSettings
 from amodal3d_ros.scene import Frame
+from amodal3d_ros.schema import Setting
 
 __all__ = ["NODE_NAME", "Amodal3dNode", "main", "save_meshes"]
 
@@ -53,7 +55,7 @@ class Amodal3dNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         self._declare_parameters()
         # Raises ConfigError with every bad value named: main() reports it and exits with code 2.
-        self.settings, pipeline_config = split_parameters(self._parameter_values())
+        self.settings = NodeSettings.from_params(self._parameter_values())
         self.active = False
         s = self.settings
         self.diagnostics = Diagnostics(self, time.monotonic)
@@ -62,7 +64,7 @@ class Amodal3dNode(LifecycleNode):
         self.inputs = CameraInputs(self, s, self._on_frame, self.diagnostics.bad)
         self.prompts = PromptBook(self, s, self.keyframes.newest_seq, self.diagnostics.bad)
         self.results = ResultPublishers(self)
-        self.models = PipelineModels(pipeline_config, reconstructor_factory, self.get_logger())
+        self.models = PipelineModels(s.pipeline, reconstructor_factory, self.get_logger())
         self.worker = ReconstructionWorker(self.models, self._plan_job, self._publish_result,
                                            self.diagnostics.record_error, self.get_logger())
         self.service_handlers = NodeServices(self, self.worker, lambda: self.active, self.reset, lambda: self.settings)
@@ -70,22 +72,21 @@ class Amodal3dNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> None:
-        for name, (default, doc) in NODE_PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=doc, dynamic_typing=isinstance(default, float),
-                read_only=name in READ_ONLY_PARAMETERS))
-        for key, default in PipelineConfig().to_flat_dict().items():
-            self.declare_parameter(f"pipeline.{key}", default, ParameterDescriptor(
-                description=f"core pipeline setting '{key}' (amodal3d_ros/config.py)",
-                dynamic_typing=isinstance(default, float)))
+        """One parameter per key of the schema, its description, range and read-only flag with it."""
+        for spec in NodeSettings.settings().values():
+            default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+            try:
+                self.declare_parameter(spec.key, default, parameter_descriptor(spec))
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                raise ConfigError(f"{spec.key}: {exc}") from exc  # a start-up value of the wrong type or range
 
     def _parameter_values(self) -> dict:
-        return {name: self.get_parameter(name).value for name in all_parameter_defaults()}
+        return {name: self.get_parameter(name).value for name in NodeSettings.settings()}
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
         try:
-            settings, config = apply_changes(self._parameter_values(), changes)
+            settings = NodeSettings.from_params(changes, base=self.settings)
         except ConfigError as exc:
             self.get_logger().error(f"rejected parameter change {changes}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
@@ -94,7 +95,7 @@ class Amodal3dNode(LifecycleNode):
         self.trigger.reconfigure(settings.trigger_mode, settings.trigger_every_n)
         self.inputs.reconfigure(settings)
         self.prompts.reconfigure(settings)
-        self.models.reconfigure(config)  # rebuilt before the next run when it differs
+        self.models.reconfigure(settings.pipeline)  # rebuilt before the next run when it differs
         if old.diagnostics_period != settings.diagnostics_period:
             self.diagnostics.set_period(settings.diagnostics_period)
         restart = [name for name in SUBSCRIPTION_PARAMETERS if name in changes]
@@ -212,6 +213,26 @@ class Amodal3dNode(LifecycleNode):
     def _status(self) -> NodeStatus:
         return NodeStatus(active=self.active, inputs=self.inputs.stats(), keyframes=len(self.keyframes),
                           keyframes_accepted=self.keyframes.accepted_total, worker=self.worker.stats())
+
+
+def parameter_descriptor(spec: Setting) -> ParameterDescriptor:
+    """The ROS descriptor of a schema setting: its description, allowed values and read-only flag.
+
+    ROS ranges are closed: an open bound (e.g. > 0) is given as closed here and the schema's
+    validator, which every change goes through, refuses the bound itself."""
+    descriptor = ParameterDescriptor(description=spec.doc, read_only=spec.read_only,
+                                     additional_constraints=spec.constraint(),
+                                     dynamic_typing=spec.kind is float)  # 10 as well as 10.0
+    bounds = spec.range
+    if bounds is not None and spec.kind is int:
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(bounds.low) if bounds.low is not None else -2 ** 63,
+            to_value=int(bounds.high) if bounds.high is not None else 2 ** 63 - 1, step=bounds.step)]
+    elif bounds is not None and spec.kind is float:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(bounds.low) if bounds.low is not None else -math.inf,
+            to_value=float(bounds.high) if bounds.high is not None else math.inf, step=0.0)]
+    return descriptor
 
 
 def main(argv: Optional[list[str]] = None) -> int:

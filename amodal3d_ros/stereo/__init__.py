@@ -17,13 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..config import StereoConfig
 from ..scene import Frame
-from .sweep import SweepConfig, cross_check, reference_depth
+from .sweep import cross_check, reference_depth
 
-StereoConfig = SweepConfig
-
-__all__ = ["StereoConfig", "SweepConfig", "StereoError", "complete_depth", "pair_depth", "reference_depth",
-           "cross_check"]
+__all__ = ["StereoConfig", "StereoError", "complete_depth", "pair_depth", "reference_depth", "cross_check"]
 
 
 class StereoError(ValueError):
@@ -31,16 +29,16 @@ class StereoError(ValueError):
 
 
 def pair_depth(frame_a: Frame, T_a: np.ndarray, frame_b: Frame, T_b: np.ndarray,
-               config: Optional[SweepConfig] = None) -> np.ndarray:
+               config: Optional[StereoConfig] = None) -> np.ndarray:
     """(H, W) float32 depth of view a from the single partner b (0 where not trusted), without the
     cross-check (that needs b's depth too: use :func:`complete_depth`)."""
     return reference_depth(frame_a.rgb, frame_a.K, T_a, [(frame_b.rgb, frame_b.K, T_b)], config)
 
 
 def complete_depth(frames: Sequence[Frame], poses: Optional[Sequence[Optional[np.ndarray]]] = None,
-                   config: Optional[SweepConfig] = None) -> tuple[list[Frame], list[str]]:
+                   config: Optional[StereoConfig] = None) -> tuple[list[Frame], list[str]]:
     """Frames with depth estimated where missing, and warnings."""
-    cfg = config or SweepConfig()
+    cfg = config or StereoConfig()
     frames = list(frames)
     missing = [i for i, f in enumerate(frames) if f.depth is None]
     if not missing:

@@ -15,39 +15,13 @@ per-pixel band of hypotheses around the (upsampled) coarse depth.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from ..config import StereoConfig
 from ..geometry import backproject_pixels, invert, project, transform_points
-
-
-@dataclass
-class SweepConfig:
-    scale: float = 0.5  # working resolution relative to the image
-    coarse_scale: float = 0.25  # full-range sweep resolution
-    window: int = 9  # ZNCC box window (px, at the working resolution)
-    coarse_window: int = 7
-    step_px: float = 1.0  # largest image motion in any source between two hypotheses (px, coarse level)
-    max_planes: int = 400
-    refine_band: int = 6  # fine hypotheses on each side of the coarse depth
-    refine_step_px: float = 0.5
-    top_k: int = 2  # sources averaged per hypothesis (the best ones)
-    min_score: float = 0.5  # ZNCC of the winner
-    min_margin: float = 0.0  # over the best hypothesis away from the winner's peak
-    min_texture: float = 0.8  # grey-level std over the window
-    min_epipolar_texture: float = 0.0  # RMS grey-level gradient along the epipolar lines (px^-1)
-    near: float = 0.1  # m, absolute depth bounds
-    far: float = 6.0
-    range_factors: tuple[float, float] = (0.35, 3.5)  # depth range around where the optical axes meet
-    max_angle_deg: float = 80.0  # sources whose optical axis turns further away are not used
-    min_baseline: float = 0.02
-    edge_jump: float = 0.02  # relative depth change between neighbours treated as a jump (not filled)
-    consistency: float = 0.01  # relative depth agreement of two views for the cross-check
-    consistency_px: float = 2.0  # reprojection distance allowed for the cross-check (full-res px)
-    min_consistent: int = 1  # other views that must agree
 
 
 def scaled_K(K: np.ndarray, s: float) -> np.ndarray:
@@ -181,10 +155,10 @@ def _winner(vol: np.ndarray, exclude: int = 2):
 
 def reference_depth(ref_rgb: np.ndarray, K_ref: np.ndarray, T_ref: np.ndarray,
                     sources: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    cfg: Optional[SweepConfig] = None, debug: Optional[dict] = None) -> np.ndarray:
+                    cfg: Optional[StereoConfig] = None, debug: Optional[dict] = None) -> np.ndarray:
     """(H, W) float32 depth of the reference view (0 where not trusted) from source views given as
     (rgb, K, T_world_camera)."""
-    cfg = cfg or SweepConfig()
+    cfg = cfg or StereoConfig()
     H, W = ref_rgb.shape[:2]
     usable = []
     for rgb, K, T in sources:
@@ -277,11 +251,11 @@ def upsample_depth(depth: np.ndarray, shape: tuple[int, int], edge_jump: float) 
 
 
 def cross_check(depths: Sequence[Optional[np.ndarray]], Ks: Sequence[np.ndarray], poses: Sequence[np.ndarray],
-                check: Sequence[int], cfg: Optional[SweepConfig] = None) -> dict[int, np.ndarray]:
+                check: Sequence[int], cfg: Optional[StereoConfig] = None) -> dict[int, np.ndarray]:
     """Depths of views ``check`` kept only where at least ``min_consistent`` other views' depths
     agree: the point seen at the pixel, moved into the other view, lands (within
     ``consistency_px``) on a pixel whose depth is the point's depth there (within ``consistency``)."""
-    cfg = cfg or SweepConfig()
+    cfg = cfg or StereoConfig()
     out = {}
     for i in check:
         depth = depths[i]

@@ -7,90 +7,23 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from ..complete.learned import DEFAULT_WEIGHTS, save_weights
 from ..complete.learned.model import CompletionNet
 from ..config import ConfigError, FuseConfig, changed_settings
 from ..fuse import CHANNELS
+from .config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from .dataset import ShardDataset, iterate_scene_seeds, samples_from_scene, write_shard
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataConfig:
-    folder: str = "build/train_data"
-    scenes: int = 600
-    seed: int = 1000
-    split: str = "train"
-    views: tuple[int, int] = (1, 4)
-    objects: tuple[int, int] = (2, 6)
-    width: int = 320
-    height: int = 240
-    points_per_sample: int = 2048
-    thicken: float = 0.0  # voxels: query points this near the true surface are labelled inside
-    procedural_share: Optional[float] = None  # see synth.SynthConfig; None: all sources equally likely
-    sensor: str = "structured_light_v1"  # synth depth model: structured_light_v1 or realsense (synth/sensor.py)
-    scenes_per_shard: int = 25
-    workers: int = 2
-
-
-@dataclass
-class ModelConfig:
-    width: int = 16
-    decoder_hidden: int = 64
-    fourier_bands: int = 4
-
-
-@dataclass
-class OptimConfig:
-    steps: int = 3000
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    hidden_weight: float = 2.0  # extra loss weight of query points in unknown space
-    checkpoint_every: int = 200
-    log_every: int = 20
-    seed: int = 0
-    threads: int = 0  # torch threads per process, 0 = torch's default
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, where training stays float32)
-
-
-@dataclass
-class TrainConfig:
-    out: str = "build/train_run"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    fuse: FuseConfig = field(default_factory=FuseConfig)
-    export: str = ""  # copy the final weights here (e.g. the package's shipped weights)
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> "TrainConfig":
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        config = cls()
-        for section, value in data.items():
-            if not hasattr(config, section):
-                raise ConfigError(f"{path}: unknown section '{section}'")
-            target = getattr(config, section)
-            if isinstance(value, dict):
-                for key, v in value.items():
-                    if not hasattr(target, key):
-                        raise ConfigError(f"{path}: unknown key '{section}.{key}'")
-                    setattr(target, key, tuple(v) if isinstance(v, list) else v)
-            else:
-                setattr(config, section, value)
-        return config
 
 
 # ---------------------------------------------------------------------------- data
