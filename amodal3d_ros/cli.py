@@ -1,4 +1,4 @@
-"""The ``amodal3d`` command: reconstruct | synth | eval | train | bench | demo.
+"""The ``amodal3d`` command: reconstruct | synth | eval | calibrate | train | bench | demo.
 
 Every subcommand lives with its stage; this module only builds the parser and dispatches.
 """
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "reconstruct": ("amodal3d_ros.cli", "complete the objects of a scene folder (scene format v1)"),
     "synth": ("amodal3d_ros.synth.command", "render synthetic table-top scenes with ground truth"),
     "eval": ("amodal3d_ros.evaluate", "score completions on a benchmark of held-out objects"),
+    "calibrate": ("amodal3d_ros.confidence_fit", "fit the per-point confidence on validation scenes, or check it"),
     "train": ("amodal3d_ros.train.command", "train the learned completion model"),
     "bench": ("amodal3d_ros.bench", "time the pipeline stages and print medians"),
     "demo": ("amodal3d_ros.ros.tools.demo", "run the ROS 2 demo graph on the embedded example scene"),

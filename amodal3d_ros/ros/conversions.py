@@ -305,6 +305,17 @@ def object_color(index: int) -> np.ndarray:
     return PALETTE[index % len(PALETTE)]
 
 
+def cloud_point_fields(obj: ReconstructedObject) -> dict[str, np.ndarray]:
+    """float32 ``confidence`` (probability of lying within 5 mm of the true surface) and ``observed`` (1
+    measured, 0 inferred) per point of an object's completed cloud. An object without them (not assessed)
+    gets its overall confidence, and 0: not known to be measured."""
+    n = len(np.asarray(obj.cloud).reshape(-1, 3))
+    confidence = np.full(n, obj.confidence) if obj.cloud_confidence is None else obj.cloud_confidence
+    observed = np.zeros(n) if obj.cloud_observed is None else obj.cloud_observed
+    return {"confidence": np.asarray(confidence, np.float32).reshape(n),
+            "observed": np.asarray(observed, np.float32).reshape(n)}
+
+
 def object_to_msg(obj: ReconstructedObject, header: Header):
     """core ReconstructedObject -> amodal3d_ros/ReconstructedObject (all geometry in header.frame_id)."""
     from amodal3d_ros.msg import ReconstructedObject as ObjectMsg
@@ -314,7 +325,7 @@ def object_to_msg(obj: ReconstructedObject, header: Header):
     m.id = str(obj.id)
     m.label = str(obj.label or "")
     m.mesh = mesh_to_msg(obj.vertices, obj.faces)
-    m.completed_cloud = build_cloud(obj.cloud, header)
+    m.completed_cloud = build_cloud(obj.cloud, header, **cloud_point_fields(obj))
     m.visible_cloud = build_cloud(obj.visible_points, header)
     T = np.asarray(obj.T_frame_object, dtype=np.float64).reshape(4, 4)
     m.pose = matrix_to_pose(T)
@@ -338,8 +349,10 @@ def object_to_msg(obj: ReconstructedObject, header: Header):
 
 
 def msg_to_object(m) -> ReconstructedObject:
-    """amodal3d_ros/ReconstructedObject -> core ReconstructedObject (no masks)."""
+    """amodal3d_ros/ReconstructedObject -> core ReconstructedObject (no masks, no per-vertex confidence)."""
     vertices, faces = msg_to_mesh(m.mesh)
+    completed = parse_cloud(m.completed_cloud)
+    names = completed.dtype.names or ()
     T = pose_to_matrix(m.pose)
     T_box = pose_to_matrix(m.bbox_center)
     bbox_center = np.linalg.inv(T)[:3, :3] @ (T_box[:3, 3] - T[:3, 3])
@@ -351,6 +364,8 @@ def msg_to_object(m) -> ReconstructedObject:
         visible_fraction=float(m.visible_fraction), confidence=float(m.confidence),
         views_used=int(m.views_used), occluders=list(m.occluder_ids),
         completion_method=m.completion_method, seconds=float(m.reconstruction_seconds),
+        cloud_confidence=completed["confidence"].astype(np.float32) if "confidence" in names else None,
+        cloud_observed=completed["observed"] > 0.5 if "observed" in names else None,
         symmetry_axis=np.array([[m.symmetry_axis_point.x, m.symmetry_axis_point.y, m.symmetry_axis_point.z],
                                 [m.symmetry_axis_direction.x, m.symmetry_axis_direction.y,
                                  m.symmetry_axis_direction.z]]) if m.has_symmetry_axis else None)
@@ -366,19 +381,38 @@ def objects_to_array_msg(objects: Sequence[ReconstructedObject], header: Header)
 
 
 def objects_to_cloud(objects: Sequence[ReconstructedObject], header: Header) -> PointCloud2:
-    """All completed clouds in one PointCloud2: x, y, z, rgb (object colour), object_id (uint32 index)."""
+    """All completed clouds in one PointCloud2: x, y, z, rgb (object colour), object_id (uint32 index),
+    confidence and observed (float32, ``cloud_point_fields``)."""
     if not objects:
-        return build_cloud(np.zeros((0, 3)), header, rgb=np.zeros(0, np.float32), object_id=np.zeros(0, np.uint32))
+        return build_cloud(np.zeros((0, 3)), header, rgb=np.zeros(0, np.float32), object_id=np.zeros(0, np.uint32),
+                           confidence=np.zeros(0, np.float32), observed=np.zeros(0, np.float32))
     pts = [np.asarray(o.cloud, dtype=np.float64).reshape(-1, 3) for o in objects]
     ids = np.concatenate([np.full(len(p), i, dtype=np.uint32) for i, p in enumerate(pts)])
     colors = PALETTE[ids % len(PALETTE)]
-    return build_cloud(np.concatenate(pts), header, rgb=pack_rgb(colors), object_id=ids)
+    fields = [cloud_point_fields(o) for o in objects]
+    return build_cloud(np.concatenate(pts), header, rgb=pack_rgb(colors), object_id=ids,
+                       confidence=np.concatenate([f["confidence"] for f in fields]),
+                       observed=np.concatenate([f["observed"] for f in fields]))
+
+
+def vertex_colors(obj: ReconstructedObject, rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) colours in [0, 1] per mesh vertex: the object's ``rgb`` where measured; inferred surface paler
+    (mixed with white), the more so the lower its confidence, so that even a confident inference is told
+    from a measurement."""
+    n = len(np.asarray(obj.vertices).reshape(-1, 3))
+    colors = np.tile(np.asarray(rgb, np.float64).reshape(1, 3), (n, 1))
+    if obj.vertex_confidence is None or obj.vertex_observed is None:
+        return colors
+    share = 0.3 + 0.5 * np.clip(np.asarray(obj.vertex_confidence, np.float64).reshape(n), 0.0, 1.0)
+    paler = share[:, None] * colors + (1.0 - share[:, None])
+    return np.where(np.asarray(obj.vertex_observed, bool).reshape(n, 1), colors, paler)
 
 
 def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, ns: str = "amodal3d",
                        alpha: float = 0.85) -> MarkerArray:
-    """DELETEALL, then per object a TRIANGLE_LIST mesh, a TEXT_VIEW_FACING label above it and, for an
-    object found rotationally symmetric, a LINE_LIST of its axis from the support through its top."""
+    """DELETEALL, then per object a TRIANGLE_LIST mesh (coloured per vertex: ``vertex_colors``), a
+    TEXT_VIEW_FACING label above it and, for an object found rotationally symmetric, a LINE_LIST of its
+    axis from the support through its top."""
     out = MarkerArray()
     clear = Marker()
     clear.header = header
@@ -389,8 +423,11 @@ def objects_to_markers(objects: Sequence[ReconstructedObject], header: Header, n
         mesh = _new_marker(header, f"{ns}/meshes", i, Marker.TRIANGLE_LIST)
         mesh.scale = Vector3(x=1.0, y=1.0, z=1.0)
         mesh.color = ColorRGBA(r=r, g=g, b=b, a=float(alpha))
-        tri = np.asarray(obj.vertices, dtype=np.float64)[np.asarray(obj.faces, dtype=np.int64).reshape(-1)]
+        corners = np.asarray(obj.faces, dtype=np.int64).reshape(-1)
+        tri = np.asarray(obj.vertices, dtype=np.float64)[corners]
         mesh.points = [Point(x=a, y=b_, z=c) for a, b_, c in tri.tolist()]
+        mesh.colors = [ColorRGBA(r=cr, g=cg, b=cb, a=float(alpha))
+                       for cr, cg, cb in vertex_colors(obj, (r, g, b))[corners].tolist()]
         out.markers.append(mesh)
 
         text = _new_marker(header, f"{ns}/labels", i, Marker.TEXT_VIEW_FACING)
