@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import math
 import textwrap
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,19 +167,23 @@ class Schema:
 
 
 # ---------------------------------------------------------------------- the schema of a class
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-@functools.lru_cache(maxsize=None)
+def _is_section(kind) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Schema)
+
+
+@functools.cache
 def _settings(cls: type) -> tuple[tuple[str, Setting], ...]:
     hints = _hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         key = f.metadata.get("key") or f.name
         kind = hints[f.name]
-        if isinstance(kind, type) and issubclass(kind, Schema):
+        if _is_section(kind):
             out += [(f"{key}.{sub_key}", dataclasses.replace(s, key=f"{key}.{sub_key}", path=(f.name, *s.path)))
                     for sub_key, s in _settings(kind)]
         else:
@@ -198,7 +203,7 @@ def section_docs(cls: type, prefix: str = "") -> dict[str, str]:
     out = {}
     for f in dataclasses.fields(cls):
         kind = _hints(cls)[f.name]
-        if isinstance(kind, type) and issubclass(kind, Schema):
+        if _is_section(kind):
             key = prefix + (f.metadata.get("key") or f.name)
             out[key] = f.metadata.get("doc", "")
             out.update(section_docs(kind, key + "."))
@@ -223,10 +228,18 @@ def unknown_key(key: str, known: dict[str, Setting]) -> str:
 
 
 # ---------------------------------------------------------------------- values
+UNIONS = (Union, types.UnionType)  # Optional[X] and X | None
+
+
+def _optional_of(kind):
+    """X of Optional[X] (the only unions settings may have)."""
+    return next(a for a in typing.get_args(kind) if a is not type(None))
+
+
 def _type_name(kind) -> str:
     if typing.get_origin(kind) is tuple:
         return f"a list of {len(typing.get_args(kind))} {typing.get_args(kind)[0].__name__}"
-    if typing.get_origin(kind) is Union:
+    if typing.get_origin(kind) in UNIONS:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(kind))
     return kind.__name__
 
@@ -239,9 +252,8 @@ def _one_of(choices: tuple) -> str:
 def _typed(kind, value, key: str):
     """``value`` as ``kind`` (strict: only ints widen to floats); ConfigError naming ``key`` otherwise."""
     origin = typing.get_origin(kind)
-    if origin is Union:
-        inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
-        return None if value is None else _typed(inner, value, key)
+    if origin in UNIONS:
+        return None if value is None else _typed(_optional_of(kind), value, key)
     if origin is tuple:
         args = typing.get_args(kind)
         if isinstance(value, collections.abc.Sequence) and not isinstance(value, str) and len(value) == len(args):
@@ -282,9 +294,8 @@ def parse_text(kind, text: str):
     """A ``--set`` value (text) as a value of ``kind`` where it reads as one; else the text, which the
     type check then refuses naming the key."""
     origin = typing.get_origin(kind)
-    if origin is Union:
-        inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
-        return None if text.strip().lower() in ("", "none", "null") else parse_text(inner, text)
+    if origin in UNIONS:
+        return None if text.strip().lower() in ("", "none", "null") else parse_text(_optional_of(kind), text)
     if origin is tuple:
         parts = text.strip().strip("[]()").split(",")
         return tuple(parse_text(a, p) for a, p in zip(typing.get_args(kind), parts)) \
