@@ -73,7 +73,7 @@ class PoseConfig(Schema):
     method: str = setting("auto", "camera poses: given (from the input), registration (estimated from RGB-D) or "
                           "auto (given when present, else registration)", choices=("auto", "given", "registration"))
     voxel: float = setting(0.01, "m, downsampling for registration", range=POSITIVE)
-    min_fitness: float = setting(0.3, "registration overlap below which a view is reported as weak (it is kept)",
+    min_fitness: float = setting(0.3, "registration fitness below which an unposed view is not used (warned)",
                                  range=Range(0, 1))
 
 

@@ -24,7 +24,7 @@ from .confidence import SurfaceEvidence
 from .fuse import EvidenceGrid, fuse_object
 from .geometry import transform_points
 from .mesh import mesh_from_occupancy, sample_surface, shrink_unobserved
-from .poses import resolve_poses
+from .poses import drop_weak_views, resolve_poses
 from .result import ReconstructedObject, Reconstruction
 from .scene import Frame, Scene, Target
 from .segment import make_rgb_only_segmenter, make_segmenter
@@ -52,6 +52,7 @@ class PreparedScene:
     frames: list[Frame]
     poses: list[np.ndarray]
     poses_estimated: bool
+    view_fitness: list[float]  # registration fitness per view (1 for given poses); poses.min_fitness drops
     frame_id: str
     segmentation: SceneSegmentation
     evidence: dict[str, EvidenceGrid]
@@ -111,7 +112,8 @@ class Reconstructor:
                 raise ValueError(f"target '{t.id}' names frame {t.frame}, but there are {len(frames)} frames")
         start = time.perf_counter()
         frames = drop_mixed_pixels(frames, self.config.segment.max_grazing_deg)
-        poses, estimated, warnings = resolve_poses(frames, self.config.poses)
+        poses, estimated, fitness = resolve_poses(frames, self.config.poses)
+        frames, warnings = drop_weak_views(frames, fitness, self.config.poses.min_fitness)
         frame_id = "camera_0_optical" if estimated and world_frame == "world" else world_frame
         rgb_only = any(f.depth is None for f in frames)
         if segmentation is not None:
@@ -134,7 +136,8 @@ class Reconstructor:
                 evidence[obj.id] = fuse_object(frames, poses, segmentation, obj, fuse)
             except ValueError as exc:
                 warnings.append(f"object '{obj.id}': {exc}")
-        return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, frame_id=frame_id,
+        return PreparedScene(frames=list(frames), poses=list(poses), poses_estimated=estimated, view_fitness=fitness,
+                             frame_id=frame_id,
                              segmentation=segmentation, evidence=evidence, warnings=warnings,
                              seconds=time.perf_counter() - start, rgb_only=rgb_only)
 
@@ -167,7 +170,7 @@ class Reconstructor:
                 continue
             objects[-1].seconds = time.perf_counter() - t0
         return Reconstruction(objects=objects, frame_id=prepared.frame_id, camera_poses=prepared.poses,
-                              poses_estimated=prepared.poses_estimated,
+                              poses_estimated=prepared.poses_estimated, view_fitness=prepared.view_fitness,
                               seconds_total=prepared.seconds + time.perf_counter() - start,
                               labels=prepared.segmentation.labels, warnings=warnings)
 

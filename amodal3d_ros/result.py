@@ -129,6 +129,7 @@ class Reconstruction:
     poses_estimated: bool
     seconds_total: float
     labels: list[np.ndarray] = field(default_factory=list)  # per frame (H, W) int32 segmentation
+    view_fitness: list[float] = field(default_factory=list)  # registration fitness per view (1: given pose)
     warnings: list[str] = field(default_factory=list)
 
     def object(self, object_id: str) -> ReconstructedObject:
@@ -215,6 +216,7 @@ class Reconstruction:
             "seconds_total": round(float(self.seconds_total), 4),
             "poses_estimated": self.poses_estimated,
             "camera_poses": [None if T is None else np.asarray(T).round(6).tolist() for T in self.camera_poses],
+            "view_fitness": [round(float(f), 4) for f in self.view_fitness],
             "warnings": list(self.warnings),
         }
 

@@ -163,17 +163,27 @@ def register_pair(source: Frame, target: Frame, config: PoseConfig | None = None
     dst = transform_points(invert(T_dst_plane), subsample(dst_pts, 80000))
     src_objects = src[(src[:, 2] > 0.01) & (src[:, 2] < 0.4)]
     dst_objects = dst[(dst[:, 2] > 0.01) & (dst[:, 2] < 0.4)]
-    best = None
+    src_cam, dst_cam = transform_points(T_src_plane, src), transform_points(T_dst_plane, dst)
+    best_score, best_T = -np.inf, None
     for T_planar in _planar_alignment(src, dst):
         T_planar, _ = _refine_planar(subsample(src_objects, 4000), dst_objects, T_planar)
         T = T_dst_plane @ T_planar @ invert(T_src_plane)
-        score = (view_consistency(T, transform_points(T_src_plane, src), target)
-                 + view_consistency(invert(T), transform_points(T_dst_plane, dst), source)) / 2
-        if best is None or score > best.fitness:
-            best = PairRegistration(T_target_source=T, fitness=score)
-    best.T_target_source = _refine_icp(best.T_target_source, transform_points(T_src_plane, src),
-                                       transform_points(T_dst_plane, dst), cfg)
-    return best
+        score = mutual_consistency(T, src_cam, dst_cam, source, target)
+        if score > best_score:
+            best_score, best_T = score, T
+    T = _refine_icp(best_T, src_cam, dst_cam, cfg)
+    # The fitness reported is the objects' alone: the table agrees with itself under any planar
+    # motion, and objects moved out of each other's view agree with nothing (0).
+    objects = mutual_consistency(T, transform_points(T_src_plane, src_objects),
+                                 transform_points(T_dst_plane, dst_objects), source, target)
+    return PairRegistration(T_target_source=T, fitness=objects)
+
+
+def mutual_consistency(T_target_source: np.ndarray, source_points: np.ndarray, target_points: np.ndarray,
+                       source: Frame, target: Frame) -> float:
+    """``view_consistency`` both ways: each view's points against the other's depth, averaged."""
+    return (view_consistency(T_target_source, source_points, target)
+            + view_consistency(invert(T_target_source), target_points, source)) / 2
 
 
 def _refine_icp(T: np.ndarray, source_points: np.ndarray, target_points: np.ndarray, config: PoseConfig) -> np.ndarray:
@@ -194,11 +204,13 @@ def _refine_icp(T: np.ndarray, source_points: np.ndarray, target_points: np.ndar
     return T
 
 
-def estimate_poses(frames: Sequence[Frame], config: PoseConfig | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """T_cam0_camk for every frame (frame 0 is the identity) and warnings for weak views.
+def estimate_poses(frames: Sequence[Frame], config: PoseConfig | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """T_cam0_camk for every frame (frame 0 is the identity) and each view's registration fitness.
 
     Each view is registered to frame 0 and, where that overlap is weak, chained through the
-    previous view, keeping whichever fits better.
+    previous view, keeping whichever fits better. Fitness is the views' mutual depth consistency
+    (``view_consistency``): 1 for frame 0, near 1 for a view that agrees everywhere it overlaps, low
+    or negative for one that puts surfaces where the other view saw through.
     """
     cfg = config or PoseConfig()
     for i, f in enumerate(frames):
@@ -206,8 +218,7 @@ def estimate_poses(frames: Sequence[Frame], config: PoseConfig | None = None) ->
             raise PoseEstimationError(
                 f"frame {i} has no depth: unposed RGB-only views need given poses (TF, pose topic or "
                 "T_world_camera in scene.json)")
-    poses = [np.eye(4)]
-    warnings = []
+    poses, fitness = [np.eye(4)], [1.0]
     for k in range(1, len(frames)):
         direct = register_pair(frames[k], frames[0], cfg)
         best, T = direct, direct.T_target_source
@@ -215,7 +226,6 @@ def estimate_poses(frames: Sequence[Frame], config: PoseConfig | None = None) ->
             chained = register_pair(frames[k], frames[k - 1], cfg)
             if chained.fitness > direct.fitness:
                 best, T = chained, poses[k - 1] @ chained.T_target_source
-        if best.fitness < cfg.min_fitness:
-            warnings.append(f"view {k}: weak registration (overlap {best.fitness:.2f} < {cfg.min_fitness})")
         poses.append(T)
-    return poses, warnings
+        fitness.append(float(best.fitness))
+    return poses, fitness

@@ -29,7 +29,7 @@ class DepthSegmenter(Segmenter):
                 targets: Sequence[Target] = (), up_hint: np.ndarray | None = None) -> SceneSegmentation:
         cfg = self.config
         for i, f in enumerate(frames):
-            if not f.has_depth:
+            if f.depth is None:  # a depth image with nothing measured (a view left out) is fine
                 raise ValueError(f"frame {i} has no depth: the depth segmenter needs RGB-D input")
         world = [backproject_to_world(f.depth, f.K, T) for f, T in zip(frames, poses)]
         valid = [f.depth > 0 for f in frames]
