@@ -54,8 +54,7 @@ def ros_env(graph: str | None = None) -> dict[str, str]:
 def samples_dir() -> Path:
     """The shared sample scenes with their ground truth; tests that need them skip where absent."""
     if not SAMPLES.is_dir():
-        pytest.skip(f"needs the shared sample scenes and their ground truth: {SAMPLES} not found "
-                    "(no shared/ beside the checkout)")
+        pytest.skip(f"needs the shared sample scenes: {SAMPLES} not found (no shared/ beside the checkout)")
     return SAMPLES
 
 

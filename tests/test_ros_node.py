@@ -44,8 +44,8 @@ from amodal3d_ros.srv import SaveMeshes  # noqa: E402
 from conftest import REPO, ros_env  # noqa: E402
 
 NS = "/t"
-PROMPT_LOGGED = re.compile(r"\]: prompt \d+: ")  # the node's log line for a prompt it took
 CAM = "/test_cam"
+PROMPT_LOGGED = re.compile(r"\]: prompt \d+: ")  # the node's log line for a prompt it took
 TIMING: dict[str, float] = {}
 
 
@@ -396,7 +396,8 @@ def test_save_meshes(node, system, holds_result, tmp_path):
     _, h = system
     folder = tmp_path.name  # a folder of this test's name under the node's save_root
     for fmt in ("ply", "obj", "glb"):
-        res = h.call(SaveMeshes, f"{NS}/amodal3d/save_meshes", SaveMeshes.Request(directory=f"{folder}/{fmt}", format=fmt))
+        res = h.call(SaveMeshes, f"{NS}/amodal3d/save_meshes",
+                     SaveMeshes.Request(directory=f"{folder}/{fmt}", format=fmt))
         assert res.success, res.message
         assert res.files and all(Path(f).is_file() for f in res.files)
         assert all(Path(f).parent == node.save_root / folder / fmt for f in res.files)
