@@ -24,7 +24,7 @@ from .cli import add_pipeline_arguments, pipeline_config
 from .complete import Completer, make_completer
 from .geometry import transform_points
 from .metrics import ShapeScores, occupancy, score_object, score_points, visible_surface_mask
-from .scene import Scene, drop_depth, read_ground_truth, read_scene
+from .scene import Scene, drop_depth, drop_poses, read_ground_truth, read_scene
 from .segment.truth import read_ground_truth_segmentation
 
 VIEW_COUNTS = (1, 2, 4)
@@ -88,8 +88,10 @@ class TrueShape(Completer):
 
 
 def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIEW_COUNTS,
-             rgb_only: bool = False, masks: str = "segmenter", progress: bool = True) -> dict:
-    """Score every method on every scene and view count; ``rgb_only`` drops the depth images.
+             rgb_only: bool = False, masks: str = "segmenter", progress: bool = True, unposed: bool = False) -> dict:
+    """Score every method on every scene and view count; ``rgb_only`` drops the depth images,
+    ``unposed`` the camera poses (the outputs, in frame 0's optical frame, are scored after moving
+    them by frame 0's true pose, so pose estimation errors count).
 
     ``masks``: "segmenter" (the configured one, as a robot runs) or "truth" (the rendered instance
     masks), which leaves only completion's own errors.
@@ -109,6 +111,9 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
         full = read_scene(folder)
         if rgb_only:
             full = drop_depth(full)
+        T_world_output = full.frames[0].T_world_camera if unposed else np.eye(4)
+        if unposed:
+            full = drop_poses(full)
         gt_paths = read_ground_truth(folder)
         visibility = json.loads((folder / "gt" / "visibility.json").read_text())["targets"]
         meta_path = folder / "gt" / "meta.json"  # the synthetic generator's record: which mesh each object is
@@ -145,7 +150,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 base = describe(target, views)
                 seg_obj = next((o for o in prepared.segmentation.objects if o.id == target.id), None)
                 if "visible" in methods:
-                    pts = seg_obj.points if seg_obj is not None else np.zeros((0, 3))
+                    pts = transform_points(T_world_output, seg_obj.points) if seg_obj is not None else np.zeros((0, 3))
                     rows.append({**base, "method": "visible", **score_points(pts, gt_mesh, hidden_mask_fn=hidden).as_dict()})
                 for name in [m for m in methods if m != "visible"]:
                     completer = TrueShape(gt_mesh) if name == TrueShape.name else completers[name]
@@ -154,7 +159,7 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                     seconds = time.perf_counter() - t1
                     if result.objects:
                         obj = result.objects[0]
-                        mesh = trimesh.Trimesh(obj.vertices, obj.faces, process=False)
+                        mesh = trimesh.Trimesh(transform_points(T_world_output, obj.vertices), obj.faces, process=False)
                         scores = score_object(mesh, gt_mesh, hidden_mask_fn=hidden)
                     else:
                         scores = ShapeScores(chamfer_mm=float("inf"), fscore_5mm=0.0, fscore_10mm=0.0, iou=0.0)
@@ -281,6 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", default="1,2,4", help="view counts to score")
     parser.add_argument("--rgb-only", action="store_true",
                         help="drop the depth images: score the RGB-only path on the same scenes")
+    parser.add_argument("--unposed", action="store_true",
+                        help="drop the camera poses: score with poses estimated from the views")
     parser.add_argument("--masks", choices=MASKS, default="segmenter",
                         help="segmenter: segment as a robot does; truth: the scenes' rendered instance masks, "
                              "which leaves only the errors of fusion and completion")
@@ -304,13 +311,15 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     views = tuple(int(v) for v in args.views.split(","))
     started = time.time()
-    report = evaluate(scene_dirs, config, methods, views, rgb_only=args.rgb_only, masks=args.masks)
+    report = evaluate(scene_dirs, config, methods, views, rgb_only=args.rgb_only, masks=args.masks,
+                      unposed=args.unposed)
     report["meta"] = {"scenes": len(scene_dirs), "seed": args.seed, "bench": str(args.bench), "methods": methods,
-                      "views": list(views), "rgb_only": args.rgb_only, "masks": args.masks,
+                      "views": list(views), "rgb_only": args.rgb_only, "masks": args.masks, "unposed": args.unposed,
                       "seconds": round(time.time() - started, 1), "split": "val (YCB odd < 30)"}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
     title = f"{args.name}: {len(scene_dirs)} scenes of held-out objects" + (" (RGB only)" if args.rgb_only else "") \
+        + (" (unposed)" if args.unposed else "") \
         + (" (ground-truth masks)" if args.masks == "truth" else "")
     (args.out / f"{args.name}.md").write_text(markdown(report, title))
     plot(report, args.out / f"{args.name}.png", title)

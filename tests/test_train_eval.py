@@ -212,6 +212,20 @@ def test_eval_with_ground_truth_masks(tmp_path, one_scene_bench):
                  "--rgb-only", "--masks", "truth", "--out", str(tmp_path), "--name", "x"]) == 2
 
 
+def test_eval_unposed_scores_in_the_world_after_estimating_poses(tmp_path, one_scene_bench):
+    from amodal3d_ros.cli import main
+
+    for name, extra in (("posed", []), ("unposed", ["--unposed"])):
+        assert main(["eval", "--bench", str(one_scene_bench), "--scenes", "1", "--methods", "extrusion",
+                     "--views", "2", "--out", str(tmp_path), "--name", name, *extra]) == 0
+    posed, unposed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("posed", "unposed"))
+    assert unposed["meta"]["unposed"] and "(unposed)" in (tmp_path / "unposed.md").read_text()
+    # Outputs in frame 0's optical frame are moved into the world before scoring: with the poses
+    # recovered, the scores match the posed run's.
+    f_posed = posed["aggregate"]["by_method"]["extrusion"]["fscore_10mm"]
+    assert unposed["aggregate"]["by_method"]["extrusion"]["fscore_10mm"] > f_posed - 0.05
+
+
 def test_bench_prints_and_writes_figures(tmp_path, capsys):
     from amodal3d_ros.cli import main
 
