@@ -38,11 +38,13 @@ class NodeSettings(Schema):
     use_depth: bool = setting(True, "subscribe to depth/image (16UC1 mm or 32FC1 m) and require it for every frame")
     min_valid_depth: float = setting(0.01, "least fraction of valid (finite, > 0) depth pixels for a frame to be "
                                      "used", range=Range(0, 1))
-    sync_tolerance: float = setting(0.02, "s, largest stamp difference between rgb/image, rgb/camera_info and "
-                                    "depth/image", range=NON_NEGATIVE, key="sync.tolerance")
-    sync_queue_size: int = setting(10, "frames waiting for their partners before the oldest is dropped",
+    sync_tolerance: float = setting(0.02, "s, largest stamp difference between rgb/image and its depth/image and "
+                                    "camera_pose (camera_info: the camera's latest)", range=NON_NEGATIVE,
+                                    key="sync.tolerance")
+    # Deep enough for partners seconds late (a reliable repair) at 30 Hz: bounded memory, no frame lost.
+    sync_queue_size: int = setting(100, "frames waiting for their partners before the oldest is dropped",
                                    range=AT_LEAST_ONE, key="sync.queue_size")
-    image_qos_depth: int = setting(5, "history depth of the camera subscriptions (best effort)",
+    image_qos_depth: int = setting(30, "history depth of the camera subscriptions",
                                    range=AT_LEAST_ONE, key="qos.image_depth")
     pose_qos_depth: int = setting(50, "history depth of the camera_pose subscription", range=AT_LEAST_ONE,
                                   key="qos.pose_depth")
