@@ -11,10 +11,10 @@ A point's accuracy is predicted from what the pipeline already has about the pla
 - ``margin``: the occupancy's drop across the surface there (inside minus outside, one cell either
   side): a sharp step is a confident completion, a shallow one a hedged one;
 - ``on_support``: the base, cut by the support plane (measured, though not as the object's surface);
-- ``inverse_views``: fewer views, less of the object pinned;
-- ``cell_mm``: the meshing cell, coarse for large objects;
-- ``unknown_far``: the product of the two that matter most together (unknown space far from any
-  measurement).
+- ``inverse_views``: fewer views, less of the object pinned.
+
+Only features of the point and its neighbourhood: object-wide ones (its size, the share of its surface
+measured) fitted better but told the fitted objects apart rather than generalising to others.
 
 A logistic score of these is mapped to a probability by an isotonic table; both are fitted per
 completion method on validation scenes that are not the benchmark's (``amodal3d calibrate``,
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -40,8 +40,7 @@ from .geometry import invert, transform_points
 from .result import CONFIDENCE_TOLERANCE
 
 TOLERANCE = CONFIDENCE_TOLERANCE  # m: "accurate" means within this distance of the true surface
-FEATURES = ("log_distance", "outside_unknown", "margin", "on_support", "inverse_views", "cell_mm", "unknown_far",
-            "unknown_share", "observed_share", "guessed_margin")
+FEATURES = ("log_distance", "outside_unknown", "margin", "on_support", "inverse_views")
 CALIBRATION_PATH = Path(__file__).parent / "complete" / "learned" / "weights" / "confidence_calibration.json"
 CALIBRATION_VERSION = 1
 _FAR = 0.1  # m: distances to the measured surface are capped here (nothing beyond is any nearer to it)
@@ -55,13 +54,11 @@ class PointConfidence:
 
 @dataclass
 class SurfaceEvidence:
-    """What the pipeline knows around a completed surface: the evidence grid it was completed from, the
-    constrained occupancy (R, R, R) it was meshed from, and world-frame points spread evenly over the
-    surface (its cloud), over which the object's shares are taken."""
+    """What the pipeline knows around a completed surface: the evidence grid it was completed from and
+    the constrained occupancy (R, R, R) it was meshed from."""
 
     evidence: EvidenceGrid
     occupancy: np.ndarray
-    samples: np.ndarray
 
     @property
     def cell(self) -> float:
@@ -77,21 +74,6 @@ class SurfaceEvidence:
     def features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, len(FEATURES)) features of world-frame points, and each one's distance to the nearest
         observed point (metres, capped at 0.1)."""
-        columns, distance = self._point_columns(points)
-        columns.update({name: np.full(len(distance), value) for name, value in self._object_columns.items()})
-        return np.stack([columns[name] for name in FEATURES], axis=1).astype(np.float64), distance
-
-    @cached_property
-    def _object_columns(self) -> dict[str, float]:
-        """The whole surface's: how much of it lies against unknown space, how much was measured, and how
-        sharp the completer drew the part against unknown space (a hedging completer draws it soft)."""
-        columns, distance = self._point_columns(self.samples)
-        guessed = columns["outside_unknown"] > 0.5
-        return {"unknown_share": float(np.mean(guessed)) if len(guessed) else 0.0,
-                "observed_share": float(np.mean(distance <= self.observed_within)) if len(distance) else 0.0,
-                "guessed_margin": float(np.mean(columns["margin"][guessed])) if guessed.any() else 1.0}
-
-    def _point_columns(self, points: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         ev = self.evidence
         local = transform_points(invert(ev.T_world_grid), np.asarray(points, np.float64).reshape(-1, 3))
         distance = _distance_to(ev.visible_points, local)
@@ -106,17 +88,14 @@ class SurfaceEvidence:
         outside = map_coordinates(self.occupancy, index + outward.T, order=1, mode="nearest")
         unknown = constraint_grid(ev, self.occupancy.shape[0]).unknown.astype(np.float32)
         unknown_index = ((local + outward * cell - ev.origin) / (ev.size / unknown.shape[0]) - 0.5).T
-        outside_unknown = map_coordinates(unknown, unknown_index, order=1, mode="nearest")
-        log_distance = np.log1p(distance / 0.001)
-        return {
-            "log_distance": log_distance,
-            "outside_unknown": outside_unknown,
+        columns = {
+            "log_distance": np.log1p(distance / 0.001),
+            "outside_unknown": map_coordinates(unknown, unknown_index, order=1, mode="nearest"),
             "margin": np.clip(inside - outside, 0.0, 1.0),
             "on_support": (local[:, 2] < cell).astype(np.float64),
             "inverse_views": np.full(len(local), 1.0 / max(ev.views_used, 1)),
-            "cell_mm": np.full(len(local), 1000 * cell),
-            "unknown_far": outside_unknown * log_distance,
-        }, distance
+        }
+        return np.stack([columns[name] for name in FEATURES], axis=1).astype(np.float64), distance
 
     def assess(self, points: np.ndarray, completer: Completer, rgb_only: bool = False) -> PointConfidence:
         """Confidence and observed flag of world-frame points on the surface ``completer`` completed."""

@@ -84,7 +84,7 @@ def collect_runs(scene_dirs: list[Path], config, methods, view_counts=VIEW_COUNT
                     obj = result.objects[0]
                     # Completion is deterministic: this is the occupancy the object was meshed from.
                     occupancy, _ = reconstructor.complete_evidence(evidence, completer, prepared.rgb_only)
-                    features, _ = SurfaceEvidence(evidence, occupancy, obj.cloud).features(obj.cloud)
+                    features, _ = SurfaceEvidence(evidence, occupancy).features(obj.cloud)
                     runs.append(Run(key=calibration_key(completer.name, prepared.rgb_only), scene=folder.name,
                                     views=views, features=features,
                                     within=true_distance(gt_mesh, obj.cloud) <= TOLERANCE,

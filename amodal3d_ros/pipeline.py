@@ -231,7 +231,7 @@ class Reconstructor:
         T_world_object, bbox_center, bbox_size = object_box(vertices, evidence.T_world_grid)
         visible, occluded, fraction, occluders = analyse_visibility(
             frames, poses, segmentation, obj, vertices, faces)
-        surface = SurfaceEvidence(evidence, occupancy, samples=cloud)
+        surface = SurfaceEvidence(evidence, occupancy)
         on_cloud = surface.assess(cloud, completer, prepared.rgb_only)
         on_vertices = surface.assess(vertices, completer, prepared.rgb_only)
         return ReconstructedObject(
