@@ -42,11 +42,11 @@ class NodeSettings(Schema):
                                     "camera_pose (camera_info: the camera's latest)", range=NON_NEGATIVE,
                                     key="sync.tolerance")
     # Deep enough for partners seconds late (a reliable repair) at 30 Hz: bounded memory, no frame lost.
-    sync_queue_size: int = setting(100, "frames waiting for their partners before the oldest is dropped",
+    sync_queue_size: int = setting(150, "frames waiting for their partners before the oldest is dropped",
                                    range=AT_LEAST_ONE, key="sync.queue_size")
     image_qos_depth: int = setting(30, "history depth of the camera subscriptions",
                                    range=AT_LEAST_ONE, key="qos.image_depth")
-    pose_qos_depth: int = setting(50, "history depth of the camera_pose subscription", range=AT_LEAST_ONE,
+    pose_qos_depth: int = setting(300, "history depth of the camera_pose subscription", range=AT_LEAST_ONE,
                                   key="qos.pose_depth")
     reliable_qos: bool = setting(False, "reliable camera/pose subscriptions (only reliable publishers match; "
                                  "lossless playback of recorded data) instead of best effort (matches any camera "
