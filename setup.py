@@ -31,7 +31,6 @@ What a build does:
 Editable mode: edits of Python files under amodal3d_ros/ take effect without reinstalling;
 new console scripts (below) or changes of msg/, srv/ need `make install`.
 """
-import hashlib
 import json
 import os
 import shutil

@@ -151,7 +151,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 seg_obj = next((o for o in prepared.segmentation.objects if o.id == target.id), None)
                 if "visible" in methods:
                     pts = transform_points(T_world_output, seg_obj.points) if seg_obj is not None else np.zeros((0, 3))
-                    rows.append({**base, "method": "visible", **score_points(pts, gt_mesh, hidden_mask_fn=hidden).as_dict()})
+                    scores = score_points(pts, gt_mesh, hidden_mask_fn=hidden)
+                    rows.append({**base, "method": "visible", **scores.as_dict()})
                 for name in [m for m in methods if m != "visible"]:
                     completer = TrueShape(gt_mesh) if name == TrueShape.name else completers[name]
                     t1 = time.perf_counter()

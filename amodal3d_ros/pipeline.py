@@ -188,7 +188,8 @@ class Reconstructor:
             probability, axis = symmetrize(probability, evidence)
             if axis is not None:
                 log.debug("%s completion pooled about a vertical axis at (%.3f, %.3f) m in its grid (residual "
-                          "%.2f voxel over %.0f deg)", completer.name, *axis.centre, axis.residual_voxels, axis.span_deg)
+                          "%.2f voxel over %.0f deg)", completer.name, *axis.centre, axis.residual_voxels,
+                          axis.span_deg)
         return constrain(probability, evidence), axis
 
     def mesh_evidence(self, evidence: EvidenceGrid, completer: Optional[Completer] = None,

@@ -141,7 +141,8 @@ def _object(oid="a", offset=(0, 0, 0)):
         id=oid, label="box", vertices=m.vertices, faces=m.faces, cloud=m.sample(200), visible_points=m.vertices[:4],
         T_frame_object=T, bbox_center=np.array([0, 0, 0.06]), bbox_size=np.array([0.1, 0.06, 0.12]),
         visible_fraction=0.4, confidence=0.7, views_used=2, occluders=["b"], completion_method="hull", seconds=0.5,
-        visible_masks={0: np.pad(np.ones((4, 4), bool), 3)}, occlusion_masks={0: np.pad(np.ones((2, 4), bool), ((3, 5), (6, 0)))})
+        visible_masks={0: np.pad(np.ones((4, 4), bool), 3)},
+        occlusion_masks={0: np.pad(np.ones((2, 4), bool), ((3, 5), (6, 0)))})
 
 
 def test_markers_and_cloud_of_objects():

@@ -59,7 +59,8 @@ def test_config_flat_roundtrip_and_validation(tmp_path):
     assert flat["fuse.voxels"] == config.fuse.voxels
     flat["fuse.voxels"] = 48
     assert PipelineConfig.from_flat_dict(flat).fuse.voxels == 48
-    (tmp_path / "p.yaml").write_text("amodal3d:\n  ros__parameters:\n    pipeline:\n      complete:\n        method: extrusion\n")
+    (tmp_path / "p.yaml").write_text(
+        "amodal3d:\n  ros__parameters:\n    pipeline:\n      complete:\n        method: extrusion\n")
     assert PipelineConfig.from_yaml(tmp_path / "p.yaml").complete.method == "extrusion"
     with pytest.raises(ConfigError, match="unknown configuration key 'fuse.voxel_count'"):
         PipelineConfig.from_dict({"fuse": {"voxel_count": 3}})

@@ -74,7 +74,6 @@ def _planar_alignment(src_plane_pts: np.ndarray, dst_plane_pts: np.ndarray, cell
         raise PoseEstimationError("too few points above the support plane to align views")
     dst_map = _height_map(dst, cell, size)
     dst_f = np.fft.rfft2(dst_map)
-    best = (-np.inf, 0.0, 0, 0)
 
     def score_yaw(yaw):
         c, s_ = np.cos(yaw), np.sin(yaw)

@@ -90,7 +90,8 @@ class SilhouetteSegmenter:
             r = nearest_label(np.maximum(views[t.frame].image, 0), t.pixel)
             if r > 0:
                 seeds.append((t.frame, r))
-        ordered = sorted(((i, r) for i, v in enumerate(views) for r in v.areas), key=lambda ir: -views[ir[0]].areas[ir[1]])
+        ordered = sorted(((i, r) for i, v in enumerate(views) for r in v.areas),
+                         key=lambda ir: -views[ir[0]].areas[ir[1]])
         seeds += [s for s in ordered if s not in seeds]
 
         claimed: set[tuple[int, int]] = set()
@@ -202,7 +203,8 @@ class SilhouetteSegmenter:
                            areas={int(r): int(area[r]) for r in candidates})
 
     def _associate(self, seed: tuple[int, int], frames, poses, views: list[ViewRegions],
-                   not_background: list[np.ndarray], plane: Plane, claimed: set) -> tuple[list[tuple[int, int]], np.ndarray]:
+                   not_background: list[np.ndarray], plane: Plane,
+                   claimed: set) -> tuple[list[tuple[int, int]], np.ndarray]:
         """The seed region and the regions of other views that its carved cone lands on with its colour."""
         i, r = seed
         cone = viewing_cone(frames[i], poses[i], views[i].image == r, plane, self.max_height)

@@ -210,7 +210,8 @@ def _tube(path: np.ndarray, radius: float, sections: int = 12) -> trimesh.Trimes
     side = np.array([0.0, 1.0, 0.0])  # normal of the path's plane
     up = np.cross(tangents, side)
     phi = np.linspace(0, 2 * np.pi, sections, endpoint=False)
-    rings = path[:, None, :] + radius * (np.cos(phi)[None, :, None] * side + np.sin(phi)[None, :, None] * up[:, None, :])
+    around = np.cos(phi)[None, :, None] * side + np.sin(phi)[None, :, None] * up[:, None, :]
+    rings = path[:, None, :] + radius * around
     n, m = len(path), sections
     vertices = np.vstack([rings.reshape(-1, 3), path[[0, -1]]])
     faces = []
@@ -237,7 +238,8 @@ def _cup(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict]:
         # The handle's ends touch the outer wall; the tube and the cup stay two closed surfaces.
         reach, span, thickness = rng.uniform(0.015, 0.035), rng.uniform(0.3, 0.45) * height, rng.uniform(0.004, 0.008)
         theta = np.linspace(0, np.pi, 16)
-        path = np.c_[radius + thickness + reach * np.sin(theta), np.zeros_like(theta), height / 2 + span * np.cos(theta)]
+        path = np.c_[radius + thickness + reach * np.sin(theta), np.zeros_like(theta),
+                     height / 2 + span * np.cos(theta)]
         path[[0, -1], 0] = radius + thickness * 0.25  # ends at the wall (a tilted cap must not cut into it)
         mesh = trimesh.util.concatenate([mesh, _tube(path, thickness)])
         params["handle"] = reach

@@ -226,10 +226,10 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             step += 1
             bar.update()
             if rank == 0 and (step % opt.log_every == 0 or step == opt.steps):
-                l, i = np.mean(window, axis=0)
+                loss, query_iou = np.mean(window, axis=0)
                 window = []
-                bar.set_postfix(loss=f"{l:.4f}", iou=f"{i:.3f}")
-                log_file.write(json.dumps({"step": step, "loss": float(l), "query_iou": float(i),
+                bar.set_postfix(loss=f"{loss:.4f}", iou=f"{query_iou:.3f}")
+                log_file.write(json.dumps({"step": step, "loss": float(loss), "query_iou": float(query_iou),
                                            "lr": learning_rate(step - 1, opt),
                                            "elapsed_s": round(time.time() - started, 1)}) + "\n")
                 log_file.flush()

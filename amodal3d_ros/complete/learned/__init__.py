@@ -113,7 +113,8 @@ class LearnedCompleter(Completer):
             prob = flat.reshape((resolution,) * 3)
         hidden = torch.from_numpy(evidence.unknown).to(self.device)
         if hidden.any():
-            p = F.interpolate(coarse[None, None], size=hidden.shape, mode="trilinear", align_corners=False)[0, 0][hidden]
+            p = F.interpolate(coarse[None, None], size=hidden.shape, mode="trilinear",
+                              align_corners=False)[0, 0][hidden]
             self._certainty = float(torch.mean(torch.abs(2 * p - 1)))
         return prob.cpu().numpy().astype(np.float32)
 
