@@ -1,7 +1,8 @@
 """``amodal3d bench``: stage timings of the pipeline (medians over repeats), printed and as JSON.
 
 Timings on shared machines are noisy: medians over several repeats, and ratios between methods
-on the same machine in the same run, are what to compare.
+on the same machine in the same run, are what to compare. ``--node`` benchmarks the ROS node on a
+live RGB-D stream instead (frames received, synchronised and dropped; ``ros/tools/stream_bench.py``).
 """
 from __future__ import annotations
 
@@ -16,18 +17,27 @@ import numpy as np
 
 from .cli import add_pipeline_arguments, pipeline_config
 from .complete import make_completer
+from .ros.tools import stream_bench
 from .scene import read_scene
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenes", type=Path, nargs="+", help="scene folders to time")
+    parser.add_argument("scenes", type=Path, nargs="*", help="scene folders to time")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="hull,learned", help="completion methods to time")
-    parser.add_argument("--json", type=Path, default=Path("build/bench.json"), help="where to write the figures")
+    parser.add_argument("--json", type=Path, help="where to write the figures (default: build/bench.json, "
+                        "with --node build/bench_node.json)")
     add_pipeline_arguments(parser)
+    stream_bench.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.node:
+        args.json = args.json or Path("build/bench_node.json")
+        return stream_bench.run(args)
+    if not args.scenes:
+        raise ValueError("name the scene folders to time (or --node for the ROS node on a live stream)")
+    args.json = args.json or Path("build/bench.json")
     import torch
 
     from .pipeline import Reconstructor

@@ -81,14 +81,14 @@ def feed(asm, msgs, streams=("pose", "camera_info", "depth", "rgb")):
 def test_sync_keeps_exact_stamp_frames_and_decodes_only_those(assembler):
     a = assembler
     feed(a.asm, messages(1.0))
-    feed(a.asm, messages(2.0), streams=("pose", "depth", "rgb"))  # no camera_info: sync drops it
-    feed(a.asm, messages(3.0))  # camera_info moves past 2.0: that frame is dropped now
-    feed(a.asm, messages(4.0))
+    feed(a.asm, messages(2.0), streams=("pose", "camera_info", "rgb"))  # no depth: sync drops it
+    feed(a.asm, messages(3.0))  # depth moves past 2.0: that frame is dropped now
+    feed(a.asm, messages(4.0), streams=("pose", "depth", "rgb"))  # no camera_info: the camera's kept one serves
     assert [f.stamp for f, _ in a.frames] == [1.0, 3.0, 4.0]
     assert all(fid == "cam" and f.depth.shape == (H, W) and f.T_world_camera is not None for f, fid in a.frames)
     assert sorted({t for _, t in a.decoded}) == [1.0, 3.0, 4.0], "a frame that sync dropped was decoded"
     assert a.asm.sync.drops()[0] == 1
-    assert [kind for kind, _ in a.problems] == ["dropped"] and "no camera_info" in a.problems[0][1]
+    assert [kind for kind, _ in a.problems] == ["dropped"] and "no depth" in a.problems[0][1]
 
 
 @pytest.mark.parametrize("kind, msgs", [

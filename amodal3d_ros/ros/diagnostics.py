@@ -55,6 +55,7 @@ class InputStats:
     dropped_reasons: dict[str, int] = field(default_factory=dict)
     frame_latency: float = float("nan")  # s, synchronised frame to keyframe decision
     pose_mode: str = "none"
+    waiting: int = 0  # frames waiting for their partners or their camera_info
 
 
 @dataclass
@@ -65,6 +66,7 @@ class WorkerStats:
     last_latency: float = float("nan")
     busy: bool = False
     models_loaded: bool = False
+    queued: int = 0  # runs waiting to start (every request meanwhile shares the one)
 
 
 @dataclass
@@ -152,7 +154,7 @@ class Diagnostics:
         values.update({
             "dropped frames": str(dropped), "bad messages": str(bad_total),
             "keyframes": str(status.keyframes), "keyframes accepted total": str(status.keyframes_accepted),
-            "frame processing latency (s)": f"{inputs.frame_latency:.4f}",
+            "frame processing latency (s)": f"{inputs.frame_latency:.4f}", "frames waiting": str(inputs.waiting),
             "pose source": inputs.pose_mode, "active": str(status.active),
         })
         values.update({f"count {k}": str(v) for k, v in sorted(counts.items())})
@@ -174,7 +176,7 @@ class Diagnostics:
                                hardware_id="pipeline")
         out.values = [KeyValue(key=k, value=v) for k, v in {
             "reconstructions": str(worker.reconstructions), "failed": str(worker.failed),
-            "last latency (s)": f"{worker.last_latency:.3f}", "busy": str(worker.busy),
+            "last latency (s)": f"{worker.last_latency:.3f}", "busy": str(worker.busy), "queued": str(worker.queued),
             "pipeline loaded": str(worker.models_loaded), "last error": last_error,
         }.items()]
         out.level = DiagnosticStatus.WARN if worker.failed else DiagnosticStatus.OK

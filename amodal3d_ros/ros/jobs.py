@@ -1,6 +1,9 @@
 """Reconstruction jobs: one worker thread runs them in order, off the executor, so that subscriptions,
-services and diagnostics keep running meanwhile; automatic triggers that come while one runs are
-merged into one follow-up run. ``AutoTrigger`` decides when new keyframes call for a run.
+services and diagnostics keep running meanwhile. The queue is bounded: at most one run waits to
+start, and every request that comes meanwhile shares it (a run plans its work when it starts, from
+the keyframes and prompts of then, which covers each request made before); automatic triggers that
+come while one runs are merged into one follow-up run. ``AutoTrigger`` decides when new keyframes
+call for a run.
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ class ReconstructionWorker:
         self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
         self._busy = False
+        self._queued: Optional[Job] = None  # the run that waits to start: later requests share it
         self._auto_pending = False
         self._last: Optional[tuple[Any, list[Keyframe], list[Target]]] = None
         self._stats = WorkerStats()
@@ -111,18 +115,24 @@ class ReconstructionWorker:
             self._jobs.put(None)
             self._thread.join(timeout=STOP_TIMEOUT)
         self._thread = None
+        with self._lock:
+            abandoned, self._queued = self._queued, None
+        if abandoned is not None:  # its callers get an answer now, not at their timeout
+            abandoned.error = "the reconstruction worker stopped before this run started"
+            abandoned.done.set()
 
     # ------------------------------------------------------------------ jobs
     def submit(self, reason: str, wait: bool) -> Job:
-        """Queue a run. An automatic one (``wait`` False) while another runs or waits is merged into a
-        single follow-up run and returned already done."""
-        job = Job(reason=reason)
+        """Queue a run, or share the one that waits to start (returned). An automatic one (``wait``
+        False) while another runs or waits is merged into a single follow-up run and returned already done."""
         with self._lock:
-            if not wait and (self._busy or not self._jobs.empty()):
+            if wait and self._queued is not None:
+                return self._queued
+            if not wait and (self._busy or self._queued is not None):
                 self._auto_pending = True
-                job.done.set()
-                return job
-        self._jobs.put(job)
+                return _done(Job(reason=reason))
+            job = self._queued = Job(reason=reason)
+            self._jobs.put(job)
         return job
 
     def last(self) -> Optional[tuple[Any, list[Keyframe], list[Target]]]:
@@ -138,7 +148,7 @@ class ReconstructionWorker:
         with self._lock:
             return WorkerStats(reconstructions=self._stats.reconstructions, failed=self._stats.failed,
                                last_latency=self._stats.last_latency, busy=self._busy,
-                               models_loaded=self.models.loaded)
+                               models_loaded=self.models.loaded, queued=int(self._queued is not None))
 
     def _loop(self, jobs: "queue.Queue[Optional[Job]]") -> None:
         while True:
@@ -147,12 +157,14 @@ class ReconstructionWorker:
                 return
             with self._lock:
                 self._busy = True
+                if self._queued is job:  # from now on a request needs a run of its own
+                    self._queued = None
             try:
                 self._run(job)
             finally:
                 with self._lock:
                     self._busy = False
-                    again = self._auto_pending and jobs.empty()
+                    again = self._auto_pending and self._queued is None
                     self._auto_pending = False
                 job.done.set()
             if again and self.models.loaded:  # models are loaded exactly while the node is active
@@ -196,3 +208,8 @@ class ReconstructionWorker:
         job.error = message
         self._record_error(kind, message)
         self._logger.error(traceback.format_exc())
+
+
+def _done(job: Job) -> Job:
+    job.done.set()
+    return job

@@ -31,14 +31,14 @@ from rclpy.parameter import Parameter
 
 from amodal3d_ros.config import ConfigError
 from amodal3d_ros.ros.diagnostics import Diagnostics, NodeStatus
-from amodal3d_ros.ros.inputs import CameraInputs
+from amodal3d_ros.ros.inputs import STREAMS, CameraInputs
 from amodal3d_ros.ros.jobs import AutoTrigger, JobRefused, ReconstructionRequest, ReconstructionWorker
 from amodal3d_ros.ros.keyframes import KeyframeSelector
 from amodal3d_ros.ros.models import PipelineModels, ReconstructorFactory
 from amodal3d_ros.ros.outputs import ResultPublishers
 from amodal3d_ros.ros.process import RosProcess
 from amodal3d_ros.ros.prompts import PromptBook
-from amodal3d_ros.ros.services import NodeServices, save_meshes
+from amodal3d_ros.ros.services import MAX_WAITING_CALLS, NodeServices, save_meshes
 from amodal3d_ros.ros.settings import NodeSettings
 from amodal3d_ros.scene import Frame
 from amodal3d_ros.schema import Setting
@@ -46,6 +46,9 @@ from amodal3d_ros.schema import Setting
 __all__ = ["NODE_NAME", "Amodal3dNode", "main", "save_meshes"]
 
 NODE_NAME = "amodal3d"
+# A thread per camera stream, per ~/reconstruct call allowed to wait, and a few for timers, parameters
+# and the other services: waiting calls never leave the streams or the diagnostics without one.
+EXECUTOR_THREADS = len(STREAMS) + MAX_WAITING_CALLS + 4
 # Read when subscribing: a change waits for the next activation.
 SUBSCRIPTION_PARAMETERS = ("pose_source", "use_depth", "qos.image_depth", "qos.pose_depth", "qos.reliable")
 
@@ -239,7 +242,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with RosProcess(argv) as proc:
         try:
             node = proc.own(Amodal3dNode())
-            executor = MultiThreadedExecutor(num_threads=4)
+            executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
             executor.add_node(node)
             node.autostart()
             executor.spin()

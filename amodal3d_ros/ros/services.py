@@ -1,7 +1,10 @@
 """The node's services: ``~/reconstruct``, ``~/reset`` and ``~/save_meshes``.
 
-Offered in every lifecycle state (they answer why they cannot act), on a reentrant callback group:
-``~/reconstruct`` waits for the worker while other calls, subscriptions and diagnostics go on.
+Offered in every lifecycle state (they answer why they cannot act), on reentrant callback groups:
+``~/reconstruct`` waits for the worker, on a group of its own, while other calls, parameters,
+subscriptions and diagnostics go on. Each waiting call holds an executor thread, so at most
+MAX_WAITING_CALLS wait at once (the executor has threads for them besides its others); a call beyond
+that is answered at once that the node is busy. Calls that come while a run waits to start share it.
 
 An action server (reconstruct with feedback per stage and cancellation) would be created here,
 beside the Trigger service, on the same group: its execute callback would submit a job with
@@ -9,6 +12,7 @@ beside the Trigger service, on the same group: its execute callback would submit
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +23,7 @@ from amodal3d_ros.ros.jobs import ReconstructionWorker
 from amodal3d_ros.safe_io import confined_folder
 
 MESH_FORMATS = ("ply", "obj", "glb")
+MAX_WAITING_CALLS = 8  # ~/reconstruct calls waiting at once, each on an executor thread
 
 
 def save_meshes(objects, save_root: str, directory: str, fmt: str) -> tuple[Path, list[Path]]:
@@ -47,8 +52,9 @@ class NodeServices:
         self._is_active = is_active
         self._reset = reset
         self._settings = settings
+        self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
+        node.create_service(Trigger, "~/reconstruct", self.reconstruct, callback_group=ReentrantCallbackGroup())
         group = ReentrantCallbackGroup()
-        node.create_service(Trigger, "~/reconstruct", self.reconstruct, callback_group=group)
         node.create_service(Trigger, "~/reset", self.reset, callback_group=group)
         try:
             from amodal3d_ros.srv import SaveMeshes
@@ -62,9 +68,18 @@ class NodeServices:
             response.success = False
             response.message = "node is not active (lifecycle state); configure and activate it first"
             return response
-        timeout = self._settings().reconstruct_timeout
-        job = self._worker.submit("service", wait=True)
-        if not job.done.wait(timeout):
+        if not self._waiting_calls.acquire(blocking=False):
+            response.success = False
+            response.message = (f"busy: {MAX_WAITING_CALLS} ~/reconstruct calls are waiting already; "
+                                "call again when one has its answer")
+            return response
+        try:
+            timeout = self._settings().reconstruct_timeout
+            job = self._worker.submit("service", wait=True)
+            finished = job.done.wait(timeout)
+        finally:
+            self._waiting_calls.release()
+        if not finished:
             response.success = False
             response.message = f"reconstruction still running after {timeout:.0f} s"
             return response

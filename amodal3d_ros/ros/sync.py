@@ -6,13 +6,17 @@ order, the synchroniser picks from every other stream the message nearest in tim
 otherwise left out (``None``) once it is clear none will come (the stream moved past, or it never
 delivered anything). A pivot message is emitted as soon
 as every required stream has its match; it is dropped (and counted) when a required stream has
-moved past it without a match, or when the pivot queue overflows. Thread-safe; no ROS imports.
+moved past it without a match, or when the pivot queue overflows (the reason names the streams
+it still waited for). Every queue holds at most ``queue_size`` messages (partners a few more, for
+pivots that come late): the bound on the memory a stalled stream can pin. Thread-safe; no ROS imports.
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
 from typing import Any, Callable, Optional, Sequence
+
+PARTNER_MARGIN = 8  # partner messages kept beyond queue_size: those of pivots still on their way
 
 
 class ApproximateTimeSync:
@@ -46,11 +50,11 @@ class ApproximateTimeSync:
             else:
                 q.append((stamp, msg))
             self._latest[stream] = max(self._latest.get(stream, stamp), stamp)
-            limit = self.queue_size if stream == self.pivot else max(self.queue_size * 4, 8)
+            limit = self.queue_size if stream == self.pivot else self.queue_size + PARTNER_MARGIN
             while len(q) > limit:
-                q.popleft()
                 if stream == self.pivot:
-                    self._drop(f"queue overflow waiting for {self._missing_names()}")
+                    self._drop(f"queue overflow waiting for {self._unmatched_names(q[0][0])}")
+                q.popleft()
             ready = self._match()
         for group in ready:
             self.callback(group)
@@ -89,9 +93,11 @@ class ApproximateTimeSync:
         self.stale_after = max(2.0, 20 * self.tolerance)  # s: partners older than a matched pivot by this are dropped
 
     # ------------------------------------------------------------------ internals
-    def _missing_names(self) -> str:
-        names = [s for s in self.streams[1:] if s not in self.optional and s not in self._latest]
-        return ", ".join(names) if names else "partners within tolerance"
+    def _unmatched_names(self, t: float) -> str:
+        """The required streams without a message within tolerance of stamp ``t``."""
+        names = [s for s in self.streams[1:] if s not in self.optional
+                 and not any(abs(ts - t) <= self.tolerance for ts, _ in self._queues[s])]
+        return ", ".join(names) if names else "a closer partner"
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
