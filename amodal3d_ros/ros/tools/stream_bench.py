@@ -365,7 +365,8 @@ def publish_stream(client: BenchClient, source: StreamSource, rate: float, secon
 
 
 def settle(client: BenchClient, keys: tuple[str, ...], timeout: float = SETTLE_TIMEOUT_S) -> dict[str, str]:
-    """The node's values once ``keys`` stopped changing for SETTLE_S (or after ``timeout`` s)."""
+    """The node's values once ``keys`` stopped changing for SETTLE_S and no frame waits for a partner still
+    on its way (a reliable repair can take seconds), or after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     values: dict[str, str] = {}
@@ -374,7 +375,7 @@ def settle(client: BenchClient, keys: tuple[str, ...], timeout: float = SETTLE_T
         current = tuple(values.get(k) for k in keys)
         if current != last:
             last, since = current, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_S:
+        elif time.monotonic() - since >= SETTLE_S and values.get("frames waiting", "0") == "0":
             break
         time.sleep(0.1)
     return values
