@@ -36,6 +36,7 @@ QOS_MODES = ("best_effort", "reliable")
 STREAM_TOPICS = {"rgb": "rgb/image", "camera_info": "rgb/camera_info", "depth": "depth/image", "pose": "camera_pose"}
 DEFAULT_NAMESPACE = "/amodal3d_bench"
 SETTLE_S = 2.0  # s without a change in the node's counters that ends a run
+PARTNER_LATE_S = 5.0  # s a partner may take (a small message lost is resent at the next heartbeat: 3 s)
 SETTLE_TIMEOUT_S = 30.0  # s a run waits at most for the node to catch up after publishing
 PROBE_PERIOD_S = 1.0  # s between two parameter reads while streaming
 # Reliable writers keep a sample until it is repaired or pushed out: a small one lost on the way is resent
@@ -365,8 +366,9 @@ def publish_stream(client: BenchClient, source: StreamSource, rate: float, secon
 
 
 def settle(client: BenchClient, keys: tuple[str, ...], timeout: float = SETTLE_TIMEOUT_S) -> dict[str, str]:
-    """The node's values once ``keys`` stopped changing for SETTLE_S and no frame waits for a partner still
-    on its way (a reliable repair can take seconds), or after ``timeout`` s."""
+    """The node's values once ``keys`` stopped changing for SETTLE_S, or for PARTNER_LATE_S while frames wait
+    for partners (still on their way, or lost on the way: then they wait for the next run), or after
+    ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     values: dict[str, str] = {}
@@ -375,7 +377,7 @@ def settle(client: BenchClient, keys: tuple[str, ...], timeout: float = SETTLE_T
         current = tuple(values.get(k) for k in keys)
         if current != last:
             last, since = current, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_S and values.get("frames waiting", "0") == "0":
+        elif time.monotonic() - since >= (SETTLE_S if values.get("frames waiting", "0") == "0" else PARTNER_LATE_S):
             break
         time.sleep(0.1)
     return values
