@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -72,14 +72,18 @@ def resolve_pose_mode(pose_source: str) -> str:
 class CameraInfoCache:
     """The latest calibration per camera frame id: checked once, and again only when it changes.
 
-    A frame takes its camera frame id's calibration, else the newest one on the topic (one topic
-    describes one camera, whatever frame ids its driver writes)."""
+    A frame takes the calibration sent with its own stamp where that came (a driver that changes
+    resolution says so frame by frame), else its camera frame id's latest, else the newest one on
+    the topic (one topic describes one camera, whatever frame ids its driver writes)."""
+
+    RECENT_STAMPS = 64  # calibrations kept by stamp: a few seconds of a 30 Hz camera
 
     def __init__(self):
         self._lock = threading.Lock()
         # frame id -> ((k, width, height) as sent, K or None, the problem with it or "")
         self._by_frame: dict[str, tuple[tuple, Optional[np.ndarray], str]] = {}
         self._newest: Optional[str] = None
+        self._by_stamp: OrderedDict[tuple[str, float], tuple[tuple, Optional[np.ndarray], str]] = OrderedDict()
 
     def update(self, msg: CameraInfo) -> None:
         """Keep ``msg`` as its camera's calibration; BadInput when it is unusable (that camera's frames
@@ -96,6 +100,10 @@ class CameraInfoCache:
                 cached = (raw, None, f"rgb/camera_info: {exc}")
             with self._lock:
                 self._by_frame[frame_id] = cached
+        with self._lock:
+            self._by_stamp[(frame_id, conv.stamp_to_sec(msg.header.stamp))] = cached
+            while len(self._by_stamp) > self.RECENT_STAMPS:
+                self._by_stamp.popitem(last=False)
         if cached[2]:
             raise BadInput("camera_info", cached[2])
 
@@ -111,10 +119,12 @@ class CameraInfoCache:
         with self._lock:
             return self._newest is None
 
-    def lookup(self, frame_id: str) -> tuple[np.ndarray, int, int]:
-        """(K, width, height) for a frame of ``frame_id``; K is the frame's own copy. Raises BadInput."""
+    def lookup(self, frame_id: str, stamp: Optional[float] = None) -> tuple[np.ndarray, int, int]:
+        """(K, width, height) for a frame of ``frame_id`` taken at ``stamp``; K is the frame's own copy.
+        Raises BadInput."""
         with self._lock:
-            cached = self._by_frame.get(frame_id) or self._by_frame.get(self._newest)
+            cached = self._by_stamp.get((frame_id, stamp)) or self._by_frame.get(frame_id) \
+                or self._by_frame.get(self._newest)
         if cached is None:
             raise BadInput("camera_info", "no rgb/camera_info received yet")
         (_, width, height), K, problem = cached
@@ -345,7 +355,8 @@ class FrameAssembler:
         rgb_msg = group["rgb"]
         frame_id = rgb_msg.header.frame_id or self._intrinsics.newest_frame_id or "camera_optical_frame"
         rgb = _decode_colour(rgb_msg)
-        K, info_width, info_height = self._intrinsics.lookup(rgb_msg.header.frame_id)
+        K, info_width, info_height = self._intrinsics.lookup(rgb_msg.header.frame_id,
+                                                             conv.stamp_to_sec(rgb_msg.header.stamp))
         h, w = rgb.shape[:2]
         if info_width and info_height and (info_width, info_height) != (w, h):
             raise BadInput("size_mismatch", f"rgb/image is {w}x{h} but rgb/camera_info says "
