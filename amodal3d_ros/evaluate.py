@@ -136,12 +136,8 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
                 given = read_ground_truth_segmentation(folder, scene) if masks == "truth" else None
                 prepared = reconstructor.prepare(scene.frames, scene.targets, scene.world_frame, segmentation=given)
             except (ValueError, RuntimeError) as exc:  # e.g. RGB-only target without depth
-                # A failed scene scores zero for every method, so failures are not hidden.
-                for target in scene.targets:
-                    for name in methods:
-                        rows.append({**describe(target, views), "method": name,
-                                     "error": str(exc), "fscore_5mm": 0.0, "fscore_10mm": 0.0, "iou": 0.0,
-                                     "hidden_recall_10mm": 0.0, "chamfer_mm": None, "hidden_chamfer_mm": None})
+                rows += [{**describe(target, views), **failed_scores(name, exc)}
+                         for target in scene.targets for name in methods]
                 bar.update()
                 continue
             prep_seconds = time.perf_counter() - t0
@@ -169,6 +165,12 @@ def evaluate(scene_dirs: list[Path], config, methods: list[str], view_counts=VIE
             bar.update()
     bar.close()
     return {"rows": rows, "aggregate": aggregate(rows, methods, view_counts)}
+
+
+def failed_scores(method: str, error: Exception) -> dict:
+    """A failed scene scores zero for every method, so failures are not hidden."""
+    return {"method": method, "error": str(error), "fscore_5mm": 0.0, "fscore_10mm": 0.0, "iou": 0.0,
+            "hidden_recall_10mm": 0.0, "chamfer_mm": None, "hidden_chamfer_mm": None}
 
 
 def _only(prepared, object_id: str):
