@@ -1,8 +1,8 @@
 """``amodal3d calibrate``: fit the per-point confidence (confidence.py) on scenes with ground truth, and
 measure how well calibrated it is.
 
-    amodal3d calibrate --bench build/confidence_fit --seed 4242 --scenes 16    # fit; writes the shipped JSON
-    amodal3d calibrate --bench build/benchmark --reliability --out docs         # reliability diagram, ECE
+    amodal3d calibrate                            # fit on build/confidence_fit (80 scenes, seed 4242): the shipped JSON
+    amodal3d calibrate --reliability --out docs   # measure it on the benchmark: reliability diagram, ECE
 
 Both run the pipeline as ``amodal3d eval`` does (the configured segmenter, the first 1, 2 and 4 views
 of each scene, each method on the same evidence) and label every point of every completed target's
@@ -29,6 +29,9 @@ from .evaluate import VIEW_COUNTS, build_benchmark, subset
 from .scene import drop_depth, read_ground_truth, read_scene
 
 BENCHMARK_SEED = 20261127  # the reported benchmark (docs/BENCHMARKS.md): never fitted on
+# (folder, scenes, seed) of the scenes measured by default, and of those fitted on: validation split, another seed
+BENCHMARK = (Path("build/benchmark"), 24, BENCHMARK_SEED)
+FIT_SCENES = (Path("build/confidence_fit"), 80, 4242)
 FIT_METHODS = ("learned", "extrusion", "hull")
 KNOTS = 40  # isotonic table size: quantiles of the score, enough for a smooth curve
 
@@ -193,17 +196,21 @@ def plot_reliability(report: dict, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(report), figsize=(4.2 * len(report), 4.2), squeeze=False)
     for ax, (key, entry) in zip(axes[0], report.items()):
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
-        for name, style in (("uncalibrated", "s:"), ("calibrated", "o-")):
+        for name, label, style in (("uncalibrated", "before: observed 1, inferred certainty()", ":"),
+                                   ("calibrated", "calibrated", "-")):
             rows = entry[name]["bins"]
-            ax.plot([r["predicted"] for r in rows], [r["within_tolerance"] for r in rows], style,
-                    label=f"{name} (ECE {entry[name]['ece']:.3f})")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+            x, y = [r["predicted"] for r in rows], [r["within_tolerance"] for r in rows]
+            line, = ax.plot(x, y, style, label=f"{label} (ECE {entry[name]['ece']:.3f})")
+            # Marker area by the bin's share of the points: most points are measured and confident.
+            share = np.array([r["points"] for r in rows]) / entry[name]["points"]
+            ax.scatter(x, y, s=8 + 150 * share, color=line.get_color(), zorder=3)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
         ax.set_xlabel("predicted confidence (bin mean)")
         ax.set_ylabel(f"share of points within {1000 * TOLERANCE:.0f} mm")
         ax.set_title(f"{key}: {entry['runs']} runs, {entry['calibrated']['points']} points")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -214,10 +221,12 @@ def plot_reliability(report: dict, path: Path, title: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .synth.scenes import SENSORS
 
-    parser.add_argument("--bench", type=Path, default=Path("build/confidence_fit"),
-                        help="scene folders with gt/ (validation split; built here if missing)")
-    parser.add_argument("--scenes", type=int, default=16, help="scenes to build when the folder is new")
-    parser.add_argument("--seed", type=int, default=4242, help="seed of the scenes when the folder is new")
+    parser.add_argument("--bench", type=Path, help="scene folders with gt/ (validation split; built here if missing; "
+                                                   "default: build/confidence_fit, with --reliability the benchmark)")
+    parser.add_argument("--scenes", type=int, help="scenes to build when the folder is new (default: 80, with "
+                                                   "--reliability the benchmark's 24)")
+    parser.add_argument("--seed", type=int, help="seed of the scenes when the folder is new (default: 4242, with "
+                                                 "--reliability the benchmark's)")
     parser.add_argument("--sensor", choices=SENSORS, default=SENSORS[0], help="depth model of new scenes")
     parser.add_argument("--methods", default=",".join(FIT_METHODS), help="comma-separated completion methods")
     parser.add_argument("--views", default="1,2,4", help="view counts")
@@ -232,6 +241,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    defaults = BENCHMARK if args.reliability else FIT_SCENES
+    args.bench, args.scenes, args.seed = (given if given is not None else default for given, default in
+                                          zip((args.bench, args.scenes, args.seed), defaults))
     scene_dirs = build_benchmark(args.bench, args.scenes, args.seed, sensor=args.sensor)
     seed = json.loads((args.bench / "dataset.json").read_text()).get("seed")
     if not args.reliability and seed == BENCHMARK_SEED:
@@ -248,16 +260,24 @@ def run(args: argparse.Namespace) -> int:
     meta = {"scenes": len(scene_dirs), "seed": seed, "bench": str(args.bench), "methods": methods,
             "views": list(views), "rgb_only": args.rgb_only, "tolerance_m": TOLERANCE}
     if args.reliability:
-        report = {"meta": {**meta, "seconds": round(time.time() - started, 1)}, "by_method": reliability_report(runs)}
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
-        plot_reliability(report["by_method"], args.out / f"{args.name}.png",
-                         f"per-point confidence on {len(scene_dirs)} scenes (seed {seed})")
-        print(json.dumps({k: {"ece": v["calibrated"]["ece"], "ece_uncalibrated": v["uncalibrated"]["ece"]}
-                          for k, v in report["by_method"].items()}, indent=1))
+        _write_reliability(args.out, args.name, runs, {**meta, "seconds": round(time.time() - started, 1)})
         return 0
     _write_calibration(args.calibration, runs, meta)
     return 0
+
+
+def _write_reliability(out: Path, name: str, runs: list[Run], meta: dict) -> None:
+    """``out/<name>.json`` and ``.png``: the reliability of the shipped calibration on these runs."""
+    fitted = {key: entry["fitted_on"] for key, entry in json.loads(CALIBRATION_PATH.read_text())["methods"].items()}
+    report = {"meta": {**meta, "calibration_fitted_on": fitted}, "by_method": reliability_report(runs)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    fit = next(iter(fitted.values()))
+    plot_reliability(report["by_method"], out / f"{name}.png",
+                     f"per-point confidence on {meta['scenes']} scenes (seed {meta['seed']}); calibration fitted "
+                     f"on {fit['scenes']} other scenes (seed {fit['seed']})")
+    print(json.dumps({k: {"ece": v["calibrated"]["ece"], "ece_uncalibrated": v["uncalibrated"]["ece"]}
+                      for k, v in report["by_method"].items()}, indent=1))
 
 
 def _write_calibration(path: Path, runs: list[Run], meta: dict) -> None:
