@@ -381,7 +381,11 @@ def test_reconstruct_service_publishes_objects(system, reconstructed, scene, cam
     assert any(m.type == Marker.TRIANGLE_LIST and len(m.points) == 3 * len(obj.faces) for m in markers.markers)
     assert any(m.type == Marker.TEXT_VIEW_FACING for m in markers.markers)
     cloud = wait_for(lambda: h.clouds[-1] if h.clouds else None, 10, "~/completed_cloud")
-    assert {f.name for f in cloud.fields} >= {"x", "y", "z", "rgb", "object_id"} and cloud.width == len(obj.cloud)
+    assert {f.name for f in cloud.fields} >= {"x", "y", "z", "rgb", "object_id", "confidence", "observed"}
+    assert cloud.width == len(obj.cloud)
+    points = conv.parse_cloud(cloud)  # per point: probability within 5 mm, 1 measured / 0 inferred
+    assert np.all((points["confidence"] >= 0) & (points["confidence"] <= 1)) and 0 < points["observed"].mean() < 1
+    np.testing.assert_array_equal(points["confidence"], obj.cloud_confidence)  # the message's completed_cloud too
     dbg = wait_for(lambda: h.debug[-1] if h.debug else None, 10, "~/debug/segmentation")
     assert dbg.encoding == "rgb8" and (dbg.width, dbg.height) == (640, 480)
     def recon():
